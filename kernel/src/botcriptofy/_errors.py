@@ -1,0 +1,79 @@
+"""Errors for people: each says what happened, where, and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class BotCriptoFyError(Exception):
+    """Base class of every error the kernel raises on purpose."""
+
+
+class ConfigError(BotCriptoFyError):
+    """A configuration that cannot be applied.
+
+    ``file`` is the settings file (or environment variable) the bad value came from, ``key`` the
+    dotted settings key, and ``reason`` what is wrong and how to fix it.
+    """
+
+    def __init__(self, reason: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = ", ".join(part for part in (file, f"key '{key}'" if key else None) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class PluginError(BotCriptoFyError):
+    """A plugin that cannot be loaded or started; names the plugin, the hook and the fix."""
+
+    def __init__(self, plugin: str, reason: str, *, hook: str | None = None, fix: str | None = None) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        self.reason = reason
+        self.fix = fix
+        message = f"plugin '{plugin}'"
+        if hook:
+            message += f", hook '{hook}'"
+        message += f": {reason}"
+        if fix:
+            message += f" Fix: {fix}"
+        super().__init__(message)
+
+
+class ProblemError(BotCriptoFyError):
+    """An HTTP error rendered as ``application/problem+json`` (RFC 9457).
+
+    Raise it from a route or a request-path hook; the kernel's error handler renders it.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type: str = "about:blank",  # noqa: A002 - the RFC's member name
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.errors = list(errors) if errors is not None else None
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+        super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the problem document."""
+        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extensions)
+        return body

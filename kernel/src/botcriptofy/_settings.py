@@ -1,0 +1,253 @@
+"""Settings: Dynaconf layering, validation against every plugin's schema, and error locations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dynaconf import Dynaconf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._errors import ConfigError
+from ._util import flatten
+
+ENVVAR_PREFIX = "BOTCRIPTOFY"
+SETTINGS_FILES = ("settings.toml", "settings.local.toml")
+SECRETS_FILE = ".secrets.toml"
+RESCAN_MARKER = ".rescan"
+ENVIRONMENTS = ("development", "testing", "production")
+# Keys Dynaconf (or the kernel's own environment variables) put into the settings object.
+_NOT_SETTINGS = {"env", "load_dotenv", "settings_dir", "environments", "envvar_prefix", "settings_file", "settings_files"}
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|private_key|encryption_key|signing_key)", re.I)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+
+
+class PluginSettings(BaseModel):
+    """Base class for plugin settings models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KernelSettings(PluginSettings):
+    """The ``[kernel]`` section."""
+
+    title: str = "BotCriptoFy"
+    state_dir: str = Field("var", description="Where the kernel keeps its state (configuration history).")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body a declared route reads.")
+    drain_timeout: float = Field(30.0, gt=0, description="Seconds an old generation may keep serving before its plugins stop.")
+    admin_without_auth: Literal["loopback", "deny"] = Field(
+        "loopback", description="Who may use /v1/admin/* while no identity plugin is enabled."
+    )
+    log_level: str = "INFO"
+
+
+class PluginsSection(PluginSettings):
+    """The ``[plugins]`` section."""
+
+    disabled: list[str] = Field(default_factory=list, description="Installed plugins to keep switched off.")
+
+
+RESERVED_SECTIONS: dict[str, type[PluginSettings]] = {"kernel": KernelSettings, "plugins": PluginsSection}
+
+
+def _lower(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k).lower(): _lower(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower(v) for v in value]
+    return value
+
+
+def mask_secrets(data: Any, key: str = "") -> Any:
+    """Return ``data`` with secret-looking values and URL passwords replaced by ``***``."""
+    if isinstance(data, dict):
+        return {k: mask_secrets(v, k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [mask_secrets(v, key) for v in data]
+    if key and _SECRET_KEY.search(key) and data not in (None, ""):
+        return "***"
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(r"\1***\3", data)
+    return data
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """A loaded, not yet validated configuration."""
+
+    directory: Path
+    env: str
+    data: dict[str, Any]
+    files: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        """Hash of the settings files (what rollback restores), secrets excluded."""
+        blob = json.dumps(self.files, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the effective settings, environment variables included."""
+        return hashlib.sha256(json.dumps(self.data, sort_keys=True, default=str).encode()).hexdigest()
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+    def locate(self, dotted_key: str) -> str:
+        """Name where a key's value came from: an environment variable or the settings file defining most of it."""
+        parts = [part for part in re.split(r"\.|\[\d+\]", dotted_key) if part]
+        for depth in range(len(parts), 0, -1):
+            variable = f"{ENVVAR_PREFIX}_" + "__".join(parts[:depth]).upper()
+            if variable in os.environ:
+                return f"environment variable {variable}"
+        best: tuple[int, str] = (0, str(self.directory / SETTINGS_FILES[0]))
+        for name in (*SETTINGS_FILES, SECRETS_FILE):
+            path = self.directory / name
+            try:
+                document = _lower(tomllib.loads(path.read_text(encoding="utf-8")))
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+            for root in (document.get("default"), document.get(self.env)):
+                depth, node = 0, root
+                while depth < len(parts) and isinstance(node, dict) and parts[depth] in node:
+                    node = node[parts[depth]]
+                    depth += 1
+                if depth and depth >= best[0]:
+                    best = (depth, str(path))
+        return best[1]
+
+
+def load(directory: Path, env: str | None = None) -> RawConfig:
+    """Load the settings directory through Dynaconf; raise :class:`ConfigError` for unreadable files."""
+    directory = Path(directory).resolve()
+    if not directory.is_dir():
+        raise ConfigError("the settings directory does not exist; pass --settings DIR or set BOTCRIPTOFY_SETTINGS_DIR", file=str(directory))
+    env = (env or os.environ.get(f"{ENVVAR_PREFIX}_ENV") or "development").lower()
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment '{env}'; use one of {', '.join(ENVIRONMENTS)}", key=f"{ENVVAR_PREFIX}_ENV")
+    files: dict[str, str] = {}
+    present: list[str] = []
+    for name in (*SETTINGS_FILES, SECRETS_FILE):
+        path = directory / name
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8")
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"invalid TOML: {error}", file=str(path)) from None
+        unknown_envs = [k for k, v in document.items() if isinstance(v, dict) and k.lower() not in (*ENVIRONMENTS, "default")]
+        if unknown_envs:
+            raise ConfigError(
+                f"top-level table '[{unknown_envs[0]}]' is not an environment; put sections under [default.<section>] "
+                f"or one of [{'], ['.join(ENVIRONMENTS)}]",
+                file=str(path),
+                key=unknown_envs[0],
+            )
+        present.append(name)
+        if name != SECRETS_FILE:
+            files[name] = text
+    dynaconf = Dynaconf(
+        settings_files=present,
+        root_path=str(directory),
+        environments=True,
+        env=env,
+        envvar_prefix=ENVVAR_PREFIX,
+        env_switcher=f"{ENVVAR_PREFIX}_ENV",
+        merge_enabled=True,
+        load_dotenv=False,
+    )
+    try:
+        data = _lower(dynaconf.as_dict())
+    except Exception as error:  # Dynaconf reports bad environment values this way
+        raise ConfigError(f"cannot load settings: {error}", file=str(directory)) from None
+    for key in _NOT_SETTINGS:
+        data.pop(key, None)
+    return RawConfig(directory=directory, env=env, data=data, files=files)
+
+
+@dataclass(frozen=True)
+class ValidConfig:
+    """A configuration validated against the kernel's and every enabled plugin's schema."""
+
+    raw: RawConfig
+    kernel: KernelSettings
+    disabled: frozenset[str]
+    plugins: dict[str, BaseModel | None] = field(default_factory=dict)
+
+
+def validate(raw: RawConfig, schemas: Mapping[str, Any], installed: set[str], enabled: set[str]) -> ValidConfig:
+    """Validate ``raw``: sections must name installed plugins, and enabled plugins' sections must fit their schema.
+
+    ``schemas`` maps plugin names to a :class:`SettingsSchema` or None.
+    """
+    for name, value in raw.data.items():
+        if name in RESERVED_SECTIONS:
+            continue
+        if name not in installed:
+            known = ", ".join(sorted(installed)) or "none"
+            raise ConfigError(
+                f"unknown plugin '{name}' (installed plugins: {known}); install it or remove the section",
+                file=raw.locate(name),
+                key=name,
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"must be a table of the plugin's settings, not {type(value).__name__}", file=raw.locate(name), key=name)
+    reserved = {name: _validate_section(raw, name, model) for name, model in RESERVED_SECTIONS.items()}
+    plugins_section = reserved["plugins"]
+    assert isinstance(plugins_section, PluginsSection)
+    for position, name in enumerate(plugins_section.disabled):
+        if name not in installed:
+            raise ConfigError(
+                f"unknown plugin '{name}' in the disabled list (installed plugins: {', '.join(sorted(installed))})",
+                file=raw.locate("plugins.disabled"),
+                key=f"plugins.disabled[{position}]",
+            )
+    validated: dict[str, BaseModel | None] = {}
+    for name in sorted(enabled - set(plugins_section.disabled)):
+        schema = schemas.get(name)
+        if schema is None:
+            if raw.section(name):
+                raise ConfigError(f"plugin '{name}' takes no settings; remove the section", file=raw.locate(name), key=name)
+            validated[name] = None
+            continue
+        validated[name] = _validate_section(raw, name, schema.model)
+    kernel_settings = reserved["kernel"]
+    assert isinstance(kernel_settings, KernelSettings)
+    return ValidConfig(raw=raw, kernel=kernel_settings, disabled=frozenset(plugins_section.disabled), plugins=validated)
+
+
+def _validate_section(raw: RawConfig, name: str, model: type[BaseModel]) -> BaseModel:
+    try:
+        return model.model_validate(raw.section(name))
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        key = ".".join([name, *(str(part) for part in first["loc"])])
+        reason = first["msg"]
+        if first["type"] == "extra_forbidden":
+            reason = f"unknown setting (the '{name}' section accepts: {', '.join(model.model_fields)})"
+        elif "input" in first and first["type"] != "missing":
+            reason = f"{reason} (got {first['input']!r})"
+        raise ConfigError(reason, file=raw.locate(key), key=key) from None
+
+
+def diff(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return ``{dotted key: {"from": old, "to": new}}`` for every key that differs."""
+    old, new = flatten(dict(previous)), flatten(dict(current))
+    changes: dict[str, dict[str, Any]] = {}
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key, _MISSING) != new.get(key, _MISSING):
+            changes[key] = {"from": old.get(key), "to": new.get(key)}
+    return changes
+
+
+_MISSING = object()
