@@ -1,1 +1,87 @@
-"""Shared fixtures: the kernel's pytest plugin (botcriptofy.testing) is loaded through its entry point."""
+"""Shared fixtures: real PostgreSQL and Redis, each test with its own database or key prefix.
+
+The kernel's own fixtures (``kernel_harness``) come from its pytest plugin, ``botcriptofy.testing``.
+PostgreSQL and Redis are required, never skipped: a test that needs them fails when they are down.
+Point the suite elsewhere with ``BCF_TEST_POSTGRES`` (a libpq URL of a superuser on the ``postgres``
+database) and ``BCF_TEST_REDIS`` (a redis:// URL).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+POSTGRES_ADMIN_URL = os.environ.get("BCF_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BCF_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+@pytest.fixture
+async def make_postgres_database() -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Return a factory of fresh, empty PostgreSQL databases (libpq URLs); each is dropped after the test."""
+    created: list[str] = []
+
+    async def make() -> str:
+        name = f"bcf_test_{uuid.uuid4().hex[:16]}"
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        created.append(name)
+        return _with_database(POSTGRES_ADMIN_URL, name)
+
+    yield make
+    if created:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            for name in created:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+@pytest.fixture
+async def postgres_url(make_postgres_database: Callable[[], Awaitable[str]]) -> str:
+    """A fresh PostgreSQL database as a libpq URL (``postgresql://...``)."""
+    return await make_postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database as an SQLAlchemy async URL; tests using it run once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    url = await request.getfixturevalue("make_postgres_database")()
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"bcf-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server's URL (pair it with ``redis_prefix``)."""
+    return REDIS_URL

@@ -139,13 +139,22 @@ class QuotaDecision:
 
 @runtime_checkable
 class Database(Protocol):
-    """What the storage plugin provides through the ``database`` hook."""
+    """What the storage plugin provides through the ``database`` hook.
+
+    ``dialect`` is ``"sqlite"`` or ``"postgresql"``; ``engine`` is the SQLAlchemy ``AsyncEngine``.
+    """
 
     url: str
     dialect: str
+    engine: Any
 
-    def session(self, *, tenant_id: str | None = None) -> AbstractAsyncContextManager[Any]:
-        """Open a unit of work (an ``AsyncSession`` in a transaction), scoped to ``tenant_id``."""
+    def session(self, *, tenant_id: str | None = None, system: bool = False) -> AbstractAsyncContextManager[Any]:
+        """Open a unit of work: an ``AsyncSession`` in a transaction that commits when the block succeeds.
+
+        With ``tenant_id``, queries on tenant-owned tables (those with a ``tenant_id`` column) see
+        only that tenant's rows and new rows get that tenant. ``system=True`` opens an unscoped
+        session for platform jobs. With neither, reading a tenant-owned table is an error.
+        """
         ...
 
 
