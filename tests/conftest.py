@@ -9,8 +9,10 @@ database) and ``BCF_TEST_REDIS`` (a redis:// URL).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,3 +87,51 @@ async def redis_prefix() -> AsyncIterator[str]:
 def redis_url() -> str:
     """The Redis server's URL (pair it with ``redis_prefix``)."""
     return REDIS_URL
+
+
+PLUGIN_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{dist}"
+version = "{version}"
+requires-python = ">=3.11"
+dependencies = ["{kernel_requirement}"]
+
+[project.entry-points.botcriptofy]
+{name} = "{package}"
+
+[tool.hatch.build.targets.wheel]
+packages = ["src/{package}"]
+"""
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
+    """Build a plugin distribution from module source in a temporary directory and pip-install it.
+
+    Returns ``install(name, source, version=..., kernel_requirement=...) -> (distribution, plugin name)``;
+    the name gets a unique suffix. Every distribution is uninstalled after the test. Tests using it
+    share site-packages: mark them ``xdist_group("site-packages")``.
+    """
+    installed: list[str] = []
+
+    def install(name: str, source: str, *, version: str = "1.0.0", kernel_requirement: str = "botcriptofy>=0.1,<0.2") -> tuple[str, str]:
+        unique = f"{name}_{uuid.uuid4().hex[:8]}"
+        dist = f"bcf-test-{unique.replace('_', '-')}"
+        package = f"bcf_test_{unique}"
+        root = tmp_path / dist
+        (root / "src" / package).mkdir(parents=True)
+        (root / "pyproject.toml").write_text(PLUGIN_PYPROJECT.format(
+            dist=dist, version=version, kernel_requirement=kernel_requirement, name=unique, package=package))
+        (root / "src" / package / "__init__.py").write_text(source.replace("{name}", unique))
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+                        "--disable-pip-version-check", str(root)], check=True, capture_output=True)
+        installed.append(dist)
+        return dist, unique
+
+    yield install
+    for dist in installed:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", dist], check=False, capture_output=True)

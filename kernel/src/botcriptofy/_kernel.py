@@ -313,6 +313,9 @@ class Runtime:
         if self.watch:
             self._stop_watching.clear()
             self._watcher = asyncio.create_task(self._watch_settings(), name="botcriptofy-settings-watcher")
+            # Let the task reach its first await: by then the file watch is registered, so a change
+            # saved right after start() returns is not missed.
+            await asyncio.sleep(0)
         log.info("serving configuration version %s (generation %s) with plugins: %s", kernel.config_version, kernel.generation,
                  ", ".join(sorted(kernel.plugins)))
         return kernel
@@ -526,7 +529,7 @@ class Runtime:
         owners: dict[tuple[str, str], str] = {}
         for plugin, route in await self._collect(kernel, "register_routes"):
             if isinstance(route, StarletteRoute):
-                for method in route.methods or ():
+                for method in sorted(set(route.methods or ()) - {"HEAD"}):
                     owner = owners.setdefault((route.path, method), plugin)
                     if owner != plugin:
                         raise PluginError(plugin, f"route {method} {route.path} is already declared by plugin '{owner}'.",

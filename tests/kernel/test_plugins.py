@@ -1,0 +1,173 @@
+"""Plugin discovery: installed distributions go live without a restart; broken ones are refused alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from botcriptofy import hookimpl
+from botcriptofy._manager import discover, inspect_plugin
+from botcriptofy.testing import wait_until
+
+HELLO = '''
+from botcriptofy import Route, hookimpl
+
+
+async def hello(request):
+    return {"hello": "{name}"}
+
+
+@hookimpl
+def register_routes(kernel):
+    return [Route("/hello/{name}", hello)]
+'''
+
+BOTCRIPTOFY = str(Path(sys.executable).with_name("botcriptofy"))
+
+
+def installed_names() -> list[str]:
+    return sorted(discover())
+
+
+@pytest.mark.xdist_group("site-packages")
+async def test_pip_installed_plugin_goes_live_on_rescan_without_restart(kernel_harness, install_plugin):
+    harness = await kernel_harness(discover=True, watch=True, settings={"plugins": {"disabled": installed_names()}})
+    before = harness.kernel
+    dist, name = install_plugin("hello", HELLO, version="1.2.3")
+    assert (await harness.client.get(f"/hello/{name}")).status_code == 404
+
+    subprocess.run([BOTCRIPTOFY, "--settings", str(harness.settings_dir), "plugins", "rescan"], check=True, capture_output=True)
+    await wait_until(lambda: name in harness.kernel.plugins, timeout=5)
+
+    response = await harness.client.get(f"/hello/{name}")
+    assert response.json() == {"hello": name}
+    listed = {p["name"]: p for p in (await harness.client.get("/-/plugins")).json()["plugins"]}
+    assert listed[name]["version"] == "1.2.3"
+    assert listed[name]["distribution"] == dist
+    assert listed[name]["enabled"] is True
+    assert harness.runtime.current is not before
+
+
+@pytest.mark.xdist_group("site-packages")
+async def test_pip_installed_plugin_is_picked_up_by_the_next_settings_change(kernel_harness, install_plugin):
+    disabled = installed_names()
+    harness = await kernel_harness(discover=True, settings={"plugins": {"disabled": disabled}})
+    _, name = install_plugin("later", HELLO)
+    # A settings change that mentions the new plugin is valid only once it has been discovered.
+    result = await harness.apply({"plugins": {"disabled": disabled}, name: {}})
+    assert not result.applied and f"unknown plugin '{name}'" in result.error
+    harness.write_settings({"plugins": {"disabled": disabled}})
+    result = await harness.runtime.reload(rescan=True)
+    assert result.applied and name in result.changes["started"]
+    assert (await harness.client.get(f"/hello/{name}")).status_code == 200
+
+
+@pytest.mark.xdist_group("site-packages")
+async def test_plugin_for_another_kernel_version_is_refused_and_others_start(kernel_harness, install_plugin):
+    _, good = install_plugin("good", HELLO)
+    dist, bad = install_plugin("future", HELLO, version="9.0.0", kernel_requirement="botcriptofy>=99")
+    others = [n for n in installed_names() if n not in (good, bad)]
+    harness = await kernel_harness(discover=True, settings={"plugins": {"disabled": others}})
+    info = harness.runtime.plugins[bad]
+    assert info.error is not None
+    assert f"plugin '{bad}'" in info.error and "botcriptofy >=99" in info.error and "Fix:" in info.error
+    assert bad not in harness.kernel.plugins
+    assert (await harness.client.get(f"/hello/{good}")).status_code == 200
+    listed = {p["name"]: p for p in (await harness.client.get("/-/plugins")).json()["plugins"]}
+    assert listed[bad]["enabled"] is False and listed[bad]["error"]
+
+
+@pytest.mark.xdist_group("site-packages")
+async def test_plugin_that_fails_to_import_is_refused_and_others_start(kernel_harness, install_plugin):
+    _, broken = install_plugin("broken", "raise ImportError('missing dependency frobnicate')\n")
+    _, good = install_plugin("fine", HELLO)
+    others = [n for n in installed_names() if n not in (good, broken)]
+    harness = await kernel_harness(discover=True, settings={"plugins": {"disabled": others}})
+    assert "frobnicate" in harness.runtime.plugins[broken].error
+    assert (await harness.client.get(f"/hello/{good}")).status_code == 200
+
+
+def test_misspelled_hook_is_refused_at_load_with_the_right_name_as_fix():
+    class Typo:
+        @hookimpl
+        def register_route(self, kernel):
+            return []
+
+    info = inspect_plugin("typo", Typo())
+    assert info.error is not None
+    assert "plugin 'typo'" in info.error
+    assert "hook 'register_route'" in info.error
+    assert "did you mean 'register_routes'" in info.error
+
+
+def test_hook_with_an_unknown_argument_is_refused():
+    class WrongArgs:
+        @hookimpl
+        def startup(self, kernel, app):
+            pass
+
+    info = inspect_plugin("wrongargs", WrongArgs())
+    assert info.error is not None and "plugin 'wrongargs'" in info.error and "app" in info.error
+
+
+async def test_plugin_whose_startup_fails_is_refused_and_others_start(kernel_harness):
+    class Failing:
+        @hookimpl
+        def startup(self, kernel):
+            raise ConnectionError("database unreachable")
+
+    class Fine:
+        @hookimpl
+        def register_routes(self, kernel):
+            from botcriptofy import Route
+
+            async def fine(request):
+                return {"ok": True}
+
+            return [Route("/fine", fine)]
+
+    harness = await kernel_harness(plugins={"failing": Failing(), "fine": Fine()})
+    error = harness.runtime.plugins["failing"].error
+    assert "plugin 'failing', hook 'startup'" in error and "database unreachable" in error
+    assert "failing" not in harness.kernel.plugins
+    assert (await harness.client.get("/fine")).status_code == 200
+
+
+async def test_startup_failure_on_reload_refuses_the_change(kernel_harness):
+    class Flaky:
+        fail = False
+
+        @hookimpl
+        def startup(self, kernel):
+            if Flaky.fail:
+                raise RuntimeError("boom")
+
+    harness = await kernel_harness(plugins={"flaky": Flaky()}, settings={"plugins": {"disabled": ["flaky"]}})
+    before = harness.kernel
+    Flaky.fail = True
+    result = await harness.apply({})
+    assert not result.applied and "plugin 'flaky', hook 'startup'" in result.error
+    assert harness.kernel is before
+
+
+async def test_two_plugins_declaring_the_same_route_are_reported(kernel_harness):
+    from botcriptofy import Route
+
+    async def endpoint(request):
+        return {}
+
+    class First:
+        @hookimpl
+        def register_routes(self, kernel):
+            return [Route("/same", endpoint)]
+
+    class Second(First):
+        pass
+
+    harness = await kernel_harness(plugins={"first": First(), "second": Second()})
+    refused = [n for n in ("first", "second") if harness.runtime.plugins[n].error]
+    assert len(refused) == 1
+    assert "route GET /same is already declared" in harness.runtime.plugins[refused[0]].error
