@@ -193,14 +193,25 @@ async def handle_error(request: Request, error: Exception) -> Response:
         return problem_response(error)
     if isinstance(error, HTTPException):
         headers = dict(error.headers or {})
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(error.status_code, "HTTP error")
-        detail = error.detail if error.status_code not in (404, 405) else {
-            404: f"No route matches {request.method} {request.url.path}.",
-            405: f"{request.method} is not allowed on {request.url.path}; allowed: {headers.get('allow', 'none')}.",
-        }[error.status_code]
+        title, detail = "HTTP error", str(error.detail)
+        if error.status_code == 404:
+            title, detail = "Not Found", f"No route matches {request.method} {request.url.path}."
+        elif error.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers = {"Allow": ", ".join(allowed)}
+            title, detail = "Method Not Allowed", f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}."
         return problem_response(ProblemError(error.status_code, title, detail, headers=headers))
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem_response(ProblemError(500, "Internal Server Error", "The server failed to handle this request; it has been logged."))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    app = request.scope.get("app")
+    methods: set[str] = set()
+    for route in getattr(app, "routes", ()):
+        if isinstance(route, _StarletteRoute) and route.path_regex.match(request.url.path):
+            methods |= set(route.methods or ())
+    return sorted(methods)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +249,8 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
                                   ("response", route.response_model, "serialization")):
             if model is not None:
                 inputs.append(((id(route), slot), mode, TypeAdapter(model)))
-    schemas_by_key, definitions = TypeAdapter.json_schemas(inputs, ref_template="#/components/schemas/{model}")
+    schemas_by_key, top = TypeAdapter.json_schemas(inputs, ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = dict(top.get("$defs", {}))
 
     def schema_of(route: Route, slot: str) -> dict[str, Any]:
         mode = "serialization" if slot == "response" else "validation"

@@ -1,0 +1,161 @@
+"""Declared routes: validation naming the field, problem+json for every client mistake, OpenAPI from the same models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel, Field
+
+from botcriptofy import Actor, ProblemError, Route, hookimpl, require
+
+
+class ItemIn(BaseModel):
+    name: str = Field(min_length=1, max_length=50)
+    quantity: int = Field(ge=1)
+
+
+class ItemOut(BaseModel):
+    id: int
+    name: str
+    quantity: int
+
+
+class Paging(BaseModel):
+    limit: int = Field(10, ge=1, le=100)
+
+
+class Shop:
+    @hookimpl
+    def register_routes(self, kernel):
+        async def create(request, body: ItemIn) -> ItemOut:
+            return ItemOut(id=1, name=body.name, quantity=body.quantity)
+
+        async def listing(request, query: Paging) -> list[dict]:
+            return [{"id": i, "name": f"item {i}", "quantity": 1} for i in range(query.limit)]
+
+        async def refund(request) -> dict:
+            actor = await require(request, "billing:refund")
+            return {"by": actor.id}
+
+        async def teapot(request):
+            raise ProblemError(418, "I'm a teapot", "Short and stout.", type="https://example.test/teapot")
+
+        async def crash(request):
+            raise RuntimeError("secret internal detail")
+
+        return [
+            Route("/items", create, methods=["POST"], body=ItemIn, response=ItemOut, status_code=201, max_body=2048),
+            Route("/items", listing, query=Paging, response=list[ItemOut]),
+            Route("/refunds", refund, methods=["POST"], permission="billing:refund"),
+            Route("/teapot", teapot),
+            Route("/crash", crash),
+        ]
+
+
+class HeaderIdentity:
+    @hookimpl
+    def actor_from_request(self, kernel, request):
+        who = request.headers.get("x-test-user")
+        if who is None:
+            return None
+        permissions = frozenset(request.headers.get("x-test-permissions", "").split(",")) - {""}
+        return Actor(id=who, kind="user", tenant_id="t1", permissions=permissions)
+
+
+@pytest.fixture
+async def client(kernel_harness):
+    harness = await kernel_harness(plugins={"shop": Shop(), "identity": HeaderIdentity()})
+    return harness.client
+
+
+def assert_problem(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    return body
+
+
+async def test_valid_body_is_validated_and_serialised(client):
+    response = await client.post("/items", json={"name": "bot", "quantity": 2})
+    assert response.status_code == 201
+    assert response.json() == {"id": 1, "name": "bot", "quantity": 2}
+
+
+async def test_invalid_fields_are_named(client):
+    body = assert_problem(await client.post("/items", json={"name": "", "quantity": 0}), 422)
+    assert {e["field"] for e in body["errors"]} == {"name", "quantity"}
+    assert "name" in body["detail"] and "quantity" in body["detail"]
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"", b"[]", b"null", b'"text"', b"\xff\xfe"])
+async def test_malformed_bodies_are_4xx(client, payload):
+    response = await client.post("/items", content=payload, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_oversized_body_is_413(client):
+    assert_problem(await client.post("/items", json={"name": "x" * 5000, "quantity": 1}), 413)
+
+
+async def test_streamed_oversized_body_without_length_is_413(client):
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+            await asyncio.sleep(0)
+
+    assert_problem(await client.post("/items", content=chunks()), 413)
+
+
+async def test_query_is_validated(client):
+    assert len((await client.get("/items", params={"limit": 3})).json()) == 3
+    body = assert_problem(await client.get("/items", params={"limit": "many"}), 422)
+    assert body["errors"][0]["field"] == "limit" and body["errors"][0]["in"] == "query"
+
+
+async def test_unknown_route_and_method_are_problems(client):
+    assert_problem(await client.get("/nowhere"), 404)
+    body = assert_problem(await client.delete("/items"), 405)
+    assert "GET" in body["detail"]
+
+
+async def test_permission_is_checked(client):
+    assert_problem(await client.post("/refunds"), 401)
+    assert_problem(await client.post("/refunds", headers={"x-test-user": "u1"}), 403)
+    ok = await client.post("/refunds", headers={"x-test-user": "u1", "x-test-permissions": "billing:refund"})
+    assert ok.json() == {"by": "u1"}
+    department_wide = await client.post("/refunds", headers={"x-test-user": "u2", "x-test-permissions": "billing:*"})
+    assert department_wide.status_code == 200
+
+
+async def test_problem_error_keeps_its_type(client):
+    body = assert_problem(await client.get("/teapot"), 418)
+    assert body["type"] == "https://example.test/teapot" and body["detail"] == "Short and stout."
+
+
+async def test_server_errors_do_not_leak_details(kernel_harness):
+    import httpx
+
+    harness = await kernel_harness(plugins={"shop": Shop()})
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=harness.runtime, raise_app_exceptions=False), base_url="http://t")
+    response = await client.get("/crash")
+    body = assert_problem(response, 500)
+    assert "secret" not in response.text and body["title"] == "Internal Server Error"
+    await client.aclose()
+
+
+async def test_openapi_is_generated_from_the_route_models(client):
+    document = (await client.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.1")
+    post = document["paths"]["/items"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ItemIn"}
+    assert post["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ItemOut"}
+    assert "422" in post["responses"] and "413" in post["responses"]
+    schemas = document["components"]["schemas"]
+    assert schemas["ItemIn"]["properties"]["quantity"]["minimum"] == 1
+    get = document["paths"]["/items"]["get"]
+    assert get["parameters"][0]["name"] == "limit" and get["parameters"][0]["in"] == "query"
+    assert document["paths"]["/refunds"]["post"]["security"] == [{"bearer": []}]
+    assert "/-/plugins" in document["paths"]
