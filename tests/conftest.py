@@ -124,11 +124,26 @@ def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
         package = f"bcf_test_{unique}"
         root = tmp_path / dist
         (root / "src" / package).mkdir(parents=True)
-        (root / "pyproject.toml").write_text(PLUGIN_PYPROJECT.format(
-            dist=dist, version=version, kernel_requirement=kernel_requirement, name=unique, package=package))
+        (root / "pyproject.toml").write_text(
+            PLUGIN_PYPROJECT.format(dist=dist, version=version, kernel_requirement=kernel_requirement, name=unique, package=package)
+        )
         (root / "src" / package / "__init__.py").write_text(source.replace("{name}", unique))
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                        "--disable-pip-version-check", str(root)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--disable-pip-version-check",
+                str(root),
+            ],
+            check=True,
+            capture_output=True,
+        )
         installed.append(dist)
         return dist, unique
 

@@ -53,5 +53,6 @@ async def test_publishing_in_a_transaction_without_an_outbox_is_an_error(kernel_
 
 def test_event_types_must_be_unique():
     with pytest.raises(TypeError, match="declared twice"):
+
         class Clash(Event):
             event_type = "test.order_placed"

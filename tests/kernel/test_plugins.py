@@ -12,7 +12,7 @@ from botcriptofy import hookimpl
 from botcriptofy._manager import discover, inspect_plugin
 from botcriptofy.testing import wait_until
 
-HELLO = '''
+HELLO = """
 from botcriptofy import Route, hookimpl
 
 
@@ -23,7 +23,7 @@ async def hello(request):
 @hookimpl
 def register_routes(kernel):
     return [Route("/hello/{name}", hello)]
-'''
+"""
 
 BOTCRIPTOFY = str(Path(sys.executable).with_name("botcriptofy"))
 
@@ -68,7 +68,7 @@ async def test_pip_installed_plugin_is_picked_up_by_the_next_settings_change(ker
 @pytest.mark.xdist_group("site-packages")
 async def test_plugin_for_another_kernel_version_is_refused_and_others_start(kernel_harness, install_plugin):
     _, good = install_plugin("good", HELLO)
-    dist, bad = install_plugin("future", HELLO, version="9.0.0", kernel_requirement="botcriptofy>=99")
+    _, bad = install_plugin("future", HELLO, version="9.0.0", kernel_requirement="botcriptofy>=99")
     others = [n for n in installed_names() if n not in (good, bad)]
     harness = await kernel_harness(discover=True, settings={"plugins": {"disabled": others}})
     info = harness.runtime.plugins[bad]

@@ -16,7 +16,7 @@ import pytest
 from botcriptofy._manager import discover
 
 BOTCRIPTOFY = str(Path(sys.executable).with_name("botcriptofy"))
-SERVED = '''
+SERVED = """
 import os
 from botcriptofy import Route, hookimpl
 
@@ -28,7 +28,7 @@ async def answer(request):
 @hookimpl
 def register_routes(kernel):
     return [Route("/p/{name}", answer)]
-'''
+"""
 
 
 def free_port() -> int:
@@ -68,7 +68,9 @@ async def test_two_workers_toggle_a_plugin_with_zero_failed_requests(tmp_path, i
     port = free_port()
     server = subprocess.Popen(
         [BOTCRIPTOFY, "--settings", str(settings_dir), "serve", "--port", str(port), "--workers", "2"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     limits = httpx.Limits(max_keepalive_connections=0)
     try:

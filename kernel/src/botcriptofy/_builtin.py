@@ -114,7 +114,7 @@ async def ready(request: Request) -> JSONResponse:
                 if asyncio.iscoroutine(result):
                     result = await asyncio.wait_for(result, check.timeout)
                 failed = None if result is None or result else "check returned a falsy value"
-            except Exception as error:  # noqa: BLE001 - a failing dependency is the answer, not a crash
+            except Exception as error:
                 failed = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             checks[f"{plugin}.{check.name}"] = CheckOut(
                 status="fail" if failed else "ok", duration_ms=round((loop.time() - started) * 1000, 2), error=failed
@@ -131,11 +131,19 @@ async def plugins(request: Request) -> PluginsOut:
     kernel = kernel_of(request)
     listed = []
     for name, info in sorted(kernel.runtime.plugins.items()):
-        listed.append(PluginOut(
-            name=name, version=info.version, enabled=name in kernel.plugins, builtin=info.builtin,
-            distribution=info.distribution, kernel_requirement=info.kernel_requirement,
-            hooks=list(info.hooks), live_settings=sorted(info.live_keys), error=info.error,
-        ))
+        listed.append(
+            PluginOut(
+                name=name,
+                version=info.version,
+                enabled=name in kernel.plugins,
+                builtin=info.builtin,
+                distribution=info.distribution,
+                kernel_requirement=info.kernel_requirement,
+                hooks=list(info.hooks),
+                live_settings=sorted(info.live_keys),
+                error=info.error,
+            )
+        )
     return PluginsOut(generation=kernel.generation, config_version=kernel.config_version, pid=os.getpid(), plugins=listed)
 
 
@@ -157,16 +165,25 @@ async def _admin(request: Request) -> None:
                 return
         except ValueError:
             pass
-    raise ProblemError(403, "Forbidden", "Configuration admin needs the auth plugin and the 'configuration:manage' permission; "
-                       "without an identity plugin it is open to loopback clients only.")
+    raise ProblemError(
+        403,
+        "Forbidden",
+        "Configuration admin needs the auth plugin and the 'configuration:manage' permission; "
+        "without an identity plugin it is open to loopback clients only.",
+    )
 
 
 async def config_show(request: Request) -> ConfigOut:
     """The applied configuration, secrets masked."""
     await _admin(request)
     kernel = kernel_of(request)
-    return ConfigOut(version=kernel.config_version, generation=kernel.generation, env=kernel.env,
-                     settings=mask_secrets(kernel.settings), last_error=kernel.runtime.last_error)
+    return ConfigOut(
+        version=kernel.config_version,
+        generation=kernel.generation,
+        env=kernel.env,
+        settings=mask_secrets(kernel.settings),
+        last_error=kernel.runtime.last_error,
+    )
 
 
 async def config_check(request: Request, body: ConfigCheckIn) -> ConfigCheckOut:
@@ -202,7 +219,7 @@ async def config_rollback(request: Request, body: RollbackIn) -> ApplyOut:
 
 
 async def plugins_rescan(request: Request) -> ApplyOut:
-    """Look for newly installed plugins and apply the configuration with them (in this worker and, through the settings directory, in every other)."""
+    """Look for newly installed plugins and apply them, here and (through the settings directory) in every worker."""
     await _admin(request)
     from ._kernel import request_rescan
 
@@ -222,10 +239,25 @@ def register_routes(kernel: Kernel) -> list[BaseRoute]:
         Route("/-/plugins", plugins, response=PluginsOut, tags=tags),
         Route("/openapi.json", openapi, include_in_schema=False),
         Route("/v1/admin/config", config_show, response=ConfigOut, tags=admin, responses={403: "Forbidden"}),
-        Route("/v1/admin/config/check", config_check, methods=["POST"], body=ConfigCheckIn, response=ConfigCheckOut, tags=admin,
-              max_body=4 * 1024 * 1024, responses={403: "Forbidden"}),
+        Route(
+            "/v1/admin/config/check",
+            config_check,
+            methods=["POST"],
+            body=ConfigCheckIn,
+            response=ConfigCheckOut,
+            tags=admin,
+            max_body=4 * 1024 * 1024,
+            responses={403: "Forbidden"},
+        ),
         Route("/v1/admin/config/history", config_history, response=list[VersionOut], tags=admin, responses={403: "Forbidden"}),
-        Route("/v1/admin/config/rollback", config_rollback, methods=["POST"], body=RollbackIn, response=ApplyOut, tags=admin,
-              responses={403: "Forbidden", 404: "No such version"}),
+        Route(
+            "/v1/admin/config/rollback",
+            config_rollback,
+            methods=["POST"],
+            body=RollbackIn,
+            response=ApplyOut,
+            tags=admin,
+            responses={403: "Forbidden", 404: "No such version"},
+        ),
         Route("/v1/admin/plugins/rescan", plugins_rescan, methods=["POST"], response=ApplyOut, tags=admin, responses={403: "Forbidden"}),
     ]

@@ -28,9 +28,7 @@ class LocalCache:
         self._entries.move_to_end(full)
         return value
 
-    async def set(
-        self, key: str, value: Any, *, ttl: float | None = None, tags: Iterable[str] = (), namespace: str = "default"
-    ) -> None:
+    async def set(self, key: str, value: Any, *, ttl: float | None = None, tags: Iterable[str] = (), namespace: str = "default") -> None:
         full = f"{namespace}:{key}"
         self._drop(full)
         tag_set = frozenset(tags)

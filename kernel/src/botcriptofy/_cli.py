@@ -62,10 +62,22 @@ def pass_kernel(func: F) -> F:
 
 
 @click.group()
-@click.option("--settings", "settings_dir", type=click.Path(file_okay=False, path_type=Path), envvar="BOTCRIPTOFY_SETTINGS_DIR",
-              default=Path("settings"), show_default=True, help="The settings directory.")
-@click.option("--env", type=click.Choice(["development", "testing", "production"]), envvar="BOTCRIPTOFY_ENV", default=None,
-              help="The settings environment (default: development).")
+@click.option(
+    "--settings",
+    "settings_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BOTCRIPTOFY_SETTINGS_DIR",
+    default=Path("settings"),
+    show_default=True,
+    help="The settings directory.",
+)
+@click.option(
+    "--env",
+    type=click.Choice(["development", "testing", "production"]),
+    envvar="BOTCRIPTOFY_ENV",
+    default=None,
+    help="The settings environment (default: development).",
+)
 @click.pass_context
 def cli(ctx: click.Context, settings_dir: Path, env: str | None) -> None:
     """BotCriptoFy: the plugin kernel of a multi-tenant crypto-trading platform."""
@@ -94,8 +106,17 @@ def serve(obj: CliContext, host: str, port: int, workers: int, access_log: bool)
     os.environ["BOTCRIPTOFY_SETTINGS_DIR"] = str(obj.settings_dir)
     if obj.env:
         os.environ["BOTCRIPTOFY_ENV"] = obj.env
-    uvicorn.run("botcriptofy._cli:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log, log_level="info", lifespan="on", server_header=False)
+    uvicorn.run(
+        "botcriptofy._cli:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level="info",
+        lifespan="on",
+        server_header=False,
+    )
 
 
 def app_from_environment() -> Runtime:
@@ -129,9 +150,16 @@ def plugins_list(obj: CliContext, as_json: bool) -> None:
         disabled = runtime.validate(load(obj.settings_dir, obj.env)).disabled
     except ConfigError as error:
         click.echo(f"warning: {error}", err=True)
-    rows = [
-        {"name": name, "version": info.version, "enabled": info.error is None and name not in disabled, "builtin": info.builtin,
-         "distribution": info.distribution, "hooks": list(info.hooks), "error": info.error}
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "version": info.version,
+            "enabled": info.error is None and name not in disabled,
+            "builtin": info.builtin,
+            "distribution": info.distribution,
+            "hooks": list(info.hooks),
+            "error": info.error,
+        }
         for name, info in sorted(found.items())
     ]
     if as_json:
@@ -243,8 +271,9 @@ def config_rollback(obj: CliContext, version: int) -> None:
         raise click.ClickException(f"version {version} no longer validates: {error}") from None
     write_settings_files(obj.settings_dir, target.files)
     raw = load(obj.settings_dir, obj.env)
-    number = history.record(digest=raw.digest, files=raw.files, settings=mask_secrets(raw.data), source="cli",
-                            note=f"rollback to version {version}")
+    number = history.record(
+        digest=raw.digest, files=raw.files, settings=mask_secrets(raw.data), source="cli", note=f"rollback to version {version}"
+    )
     click.echo(f"restored version {version} as version {number}")
 
 
@@ -258,6 +287,6 @@ def main() -> None:
             manager.register(info.plugin, name=name)
             try:
                 manager.hook.register_commands(cli=cli)
-            except Exception as error:  # noqa: BLE001 - one plugin's commands must not hide the others
+            except Exception as error:
                 click.echo(f"warning: plugin '{name}', hook 'register_commands': {error!r}", err=True)
     cli(prog_name="botcriptofy")

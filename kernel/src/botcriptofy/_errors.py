@@ -54,7 +54,7 @@ class ProblemError(BotCriptoFyError):
         title: str,
         detail: str | None = None,
         *,
-        type: str = "about:blank",  # noqa: A002 - the RFC's member name
+        type: str = "about:blank",
         errors: Sequence[Mapping[str, Any]] | None = None,
         headers: Mapping[str, str] | None = None,
         **extensions: Any,

@@ -154,7 +154,7 @@ class EventBus:
                 continue
             try:
                 await await_me_maybe(handler.handle(envelope))
-            except Exception as error:  # noqa: BLE001 - one handler's failure must not reach the others
+            except Exception as error:
                 log.exception("event handler failed", extra={"handler": handler.name, "event_type": envelope.type, "event_id": envelope.id})
                 outcome[handler.name] = error
             else:

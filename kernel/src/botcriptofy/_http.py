@@ -50,7 +50,7 @@ async def current_actor(request: Request) -> Actor | None:
         kernel = kernel_of(request)
         actor = await await_me_maybe(kernel.hook.actor_from_request(kernel=kernel, request=request))
         request.scope[_ACTOR_SCOPE_KEY] = actor
-    return actor  # type: ignore[return-value]
+    return actor  # type: ignore[no-any-return]
 
 
 async def require(request: Request, permission: str | None = None) -> Actor:
@@ -245,16 +245,20 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
     declared = list(_walk(routes))
     inputs: list[tuple[Any, Any, TypeAdapter[Any]]] = []
     for _, route in declared:
-        for slot, model, mode in (("body", route.body_model, "validation"), ("query", route.query_model, "validation"),
-                                  ("response", route.response_model, "serialization")):
+        for slot, model, mode in (
+            ("body", route.body_model, "validation"),
+            ("query", route.query_model, "validation"),
+            ("response", route.response_model, "serialization"),
+        ):
             if model is not None:
                 inputs.append(((id(route), slot), mode, TypeAdapter(model)))
     schemas_by_key, top = TypeAdapter.json_schemas(inputs, ref_template="#/components/schemas/{model}")
     definitions: dict[str, Any] = dict(top.get("$defs", {}))
 
     def schema_of(route: Route, slot: str) -> dict[str, Any]:
-        mode = "serialization" if slot == "response" else "validation"
-        return dict(schemas_by_key[((id(route), slot), mode)])
+        mode: Any = "serialization" if slot == "response" else "validation"
+        key: Any = ((id(route), slot), mode)
+        return dict(schemas_by_key[key])
 
     paths: dict[str, dict[str, Any]] = {}
     for path, route in declared:

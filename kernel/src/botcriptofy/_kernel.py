@@ -9,6 +9,7 @@ assignment, and stops the plugins it no longer needs once the old generation's l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -23,7 +24,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Route as StarletteRoute
+from starlette.routing import BaseRoute
+from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
 from . import _builtin
@@ -51,8 +53,15 @@ class Kernel:
     :func:`botcriptofy.kernel_of`. Plugins keep their state in :attr:`stash`.
     """
 
-    def __init__(self, runtime: Runtime, number: int, config: ValidConfig, plugins: dict[str, PluginInfo],
-                 manager: pluggy.PluginManager, stash: Stash) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        number: int,
+        config: ValidConfig,
+        plugins: dict[str, PluginInfo],
+        manager: pluggy.PluginManager,
+        stash: Stash,
+    ) -> None:
         self.runtime = runtime
         self.generation = number
         self.config = config
@@ -167,7 +176,7 @@ class Kernel:
         for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
             try:
                 results[impl.plugin_name] = await await_me_maybe(impl.function(**{name: kwargs[name] for name in impl.argnames}))
-            except Exception:  # noqa: BLE001 - one plugin's failure must not reach the others
+            except Exception:
                 log.exception("hook failed", extra={"plugin": impl.plugin_name, "hook": hook_name})
         return results
 
@@ -178,8 +187,12 @@ class Kernel:
                 try:
                     return await await_me_maybe(impl.function(**{name: kwargs[name] for name in impl.argnames}))
                 except Exception as error:
-                    raise PluginError(plugin, f"raised {error!r}", hook=hook_name,
-                                      fix=f"see the traceback above; disable the plugin with plugins.disabled = [\"{plugin}\"] meanwhile.") from error
+                    raise PluginError(
+                        plugin,
+                        f"raised {error!r}",
+                        hook=hook_name,
+                        fix=f'see the traceback above; disable the plugin with plugins.disabled = ["{plugin}"] meanwhile.',
+                    ) from error
         return None
 
     async def notify(self, notification: Notification) -> None:
@@ -316,8 +329,12 @@ class Runtime:
             # Let the task reach its first await: by then the file watch is registered, so a change
             # saved right after start() returns is not missed.
             await asyncio.sleep(0)
-        log.info("serving configuration version %s (generation %s) with plugins: %s", kernel.config_version, kernel.generation,
-                 ", ".join(sorted(kernel.plugins)))
+        log.info(
+            "serving configuration version %s (generation %s) with plugins: %s",
+            kernel.config_version,
+            kernel.generation,
+            ", ".join(sorted(kernel.plugins)),
+        )
         return kernel
 
     async def stop(self) -> None:
@@ -348,8 +365,11 @@ class Runtime:
         config = validate(raw, schemas, installed=set(plugins), enabled=usable)
         builtin = sorted(name for name in config.disabled if plugins[name].builtin)
         if builtin:
-            raise ConfigError(f"the kernel's built-in plugin '{builtin[0]}' cannot be disabled", file=raw.locate("plugins.disabled"),
-                              key="plugins.disabled")
+            raise ConfigError(
+                f"the kernel's built-in plugin '{builtin[0]}' cannot be disabled",
+                file=raw.locate("plugins.disabled"),
+                key="plugins.disabled",
+            )
         return config
 
     def check_files(self, files: Mapping[str, str]) -> ValidConfig:
@@ -366,8 +386,12 @@ class Runtime:
                 (Path(scratch) / name).write_text(text, encoding="utf-8")
             raw = load(Path(scratch), self.env)
             config = self.validate(raw)
-        return ValidConfig(raw=RawConfig(self.settings_dir, raw.env, raw.data, raw.files), kernel=config.kernel,
-                           disabled=config.disabled, plugins=config.plugins)
+        return ValidConfig(
+            raw=RawConfig(self.settings_dir, raw.env, raw.data, raw.files),
+            kernel=config.kernel,
+            disabled=config.disabled,
+            plugins=config.plugins,
+        )
 
     async def reload(self, *, source: str = "file", rescan: bool = False, note: str = "") -> ApplyResult:
         """Load the settings again and apply them if they changed; an invalid change is refused and logged."""
@@ -384,8 +408,9 @@ class Runtime:
         async with self._lock:
             target = await asyncio.to_thread(self.history.get, version)
             if target is None:
-                raise ConfigError(f"there is no configuration version {version}; list them with `botcriptofy config history`",
-                                  key="version")
+                raise ConfigError(
+                    f"there is no configuration version {version}; list them with `botcriptofy config history`", key="version"
+                )
             self.check_files(target.files)
             write_settings_files(self.settings_dir, target.files)
             return await self._apply(source=source, note=f"rollback to version {version}")
@@ -412,21 +437,28 @@ class Runtime:
         kernel.config_version = await self._record(kernel, source=source, note=note)
         self._retire(previous, [*plan.stopping, *plan.restarting])
         changes = plan.describe()
-        log.info("applied configuration version %s (generation %s, source %s): %s", kernel.config_version, kernel.generation, source,
-                 "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v) or "settings only")
+        log.info(
+            "applied configuration version %s (generation %s, source %s): %s",
+            kernel.config_version,
+            kernel.generation,
+            source,
+            "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v) or "settings only",
+        )
         return ApplyResult(applied=True, version=kernel.config_version, generation=kernel.generation, changes=changes)
 
     async def _record(self, kernel: Kernel, *, source: str, note: str = "") -> int:
         assert self.history is not None
         raw = kernel.config.raw
-        return await asyncio.to_thread(self.history.record, digest=raw.digest, files=raw.files, settings=mask_secrets(raw.data),
-                                       source=source, note=note)
+        return await asyncio.to_thread(
+            self.history.record, digest=raw.digest, files=raw.files, settings=mask_secrets(raw.data), source=source, note=note
+        )
 
     async def _build(self, raw: RawConfig, *, previous: Kernel | None, boot: bool) -> tuple[Kernel, Plan]:
         while True:
             config = self.validate(raw)
-            active = {name: info for name, info in self.plugins.items()
-                      if info.error is None and (info.builtin or name not in config.disabled)}
+            active = {
+                name: info for name, info in self.plugins.items() if info.error is None and (info.builtin or name not in config.disabled)
+            }
             manager = new_plugin_manager()
             for name, info in active.items():
                 manager.register(info.plugin, name=name)
@@ -502,19 +534,18 @@ class Runtime:
             if impl.plugin_name != name:
                 continue
             try:
-                for collector in impl.function(**{arg: kernel for arg in impl.argnames}) or ():
+                contributed: list[Any] = list(impl.function(**{arg: kernel for arg in impl.argnames}) or [])
+                for collector in contributed:
                     self.metrics.register(collector)
                     collectors.append(collector)
-            except Exception:  # noqa: BLE001 - metrics must never stop a plugin
+            except Exception:
                 log.exception("cannot register metrics", extra={"plugin": name, "hook": "register_metrics"})
         self._collectors[name] = collectors
 
     def _unregister_metrics(self, name: str) -> None:
         for collector in self._collectors.pop(name, ()):
-            try:
+            with contextlib.suppress(KeyError):
                 self.metrics.unregister(collector)
-            except KeyError:
-                pass
 
     async def _collect(self, kernel: Kernel, hook_name: str) -> list[tuple[str, Any]]:
         found: list[tuple[str, Any]] = []
@@ -532,8 +563,12 @@ class Runtime:
                 for method in sorted(set(route.methods or ()) - {"HEAD"}):
                     owner = owners.setdefault((route.path, method), plugin)
                     if owner != plugin:
-                        raise PluginError(plugin, f"route {method} {route.path} is already declared by plugin '{owner}'.",
-                                          hook="register_routes", fix="change the path, or disable one of the two plugins.")
+                        raise PluginError(
+                            plugin,
+                            f"route {method} {route.path} is already declared by plugin '{owner}'.",
+                            hook="register_routes",
+                            fix="change the path, or disable one of the two plugins.",
+                        )
             routes.append(route)
         middleware = [item for _, item in await self._collect(kernel, "register_middleware")]
         middleware.sort(key=lambda item: item.priority if isinstance(item, Middleware) else 300)
@@ -541,8 +576,12 @@ class Runtime:
         for plugin, handler in await self._collect(kernel, "register_event_handlers"):
             handlers.append(handler)
             if not isinstance(handler, EventHandler):
-                raise PluginError(plugin, f"returned {type(handler).__name__}, not EventHandler", hook="register_event_handlers",
-                                  fix="return a list of botcriptofy.EventHandler.")
+                raise PluginError(
+                    plugin,
+                    f"returned {type(handler).__name__}, not EventHandler",
+                    hook="register_event_handlers",
+                    fix="return a list of botcriptofy.EventHandler.",
+                )
         app = Starlette(
             routes=routes,
             middleware=middleware,
@@ -564,8 +603,12 @@ class Runtime:
         try:
             await asyncio.wait_for(kernel.drained.wait(), timeout=kernel.kernel_settings.drain_timeout)
         except TimeoutError:
-            log.warning("generation %s still had %s request(s) after %.0f s; stopping its plugins anyway",
-                        kernel.generation, kernel.inflight, kernel.kernel_settings.drain_timeout)
+            log.warning(
+                "generation %s still had %s request(s) after %.0f s; stopping its plugins anyway",
+                kernel.generation,
+                kernel.inflight,
+                kernel.kernel_settings.drain_timeout,
+            )
         await self._stop_plugins(kernel, stopping)
         current = self.current
         for name in stopping:
@@ -583,13 +626,14 @@ class Runtime:
 
         while not self._stop_watching.is_set():
             try:
-                async for changes in awatch(self.settings_dir, watch_filter=relevant, debounce=60, step=20,
-                                            stop_event=self._stop_watching, recursive=False):
+                async for changes in awatch(
+                    self.settings_dir, watch_filter=relevant, debounce=60, step=20, stop_event=self._stop_watching, recursive=False
+                ):
                     rescan = any(os.path.basename(path) == RESCAN_MARKER for _, path in changes)
                     await self.reload(source="file", rescan=rescan)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad change
+            except Exception:
                 log.exception("settings watcher failed; restarting it")
                 await asyncio.sleep(0.5)
 

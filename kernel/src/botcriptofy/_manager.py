@@ -66,17 +66,29 @@ def _kernel_requirement(distribution: metadata.Distribution) -> Requirement | No
     return None
 
 
-def inspect_plugin(name: str, plugin: Any, *, version: str = "0", distribution: str | None = None,
-                   kernel_requirement: str | None = None, builtin: bool = False) -> PluginInfo:
+def inspect_plugin(
+    name: str,
+    plugin: Any,
+    *,
+    version: str = "0",
+    distribution: str | None = None,
+    kernel_requirement: str | None = None,
+    builtin: bool = False,
+) -> PluginInfo:
     """Verify ``plugin``'s hooks and read its manifest; return a :class:`PluginInfo` (refused when broken)."""
-    info = PluginInfo(name=name, plugin=plugin, version=version, distribution=distribution,
-                      kernel_requirement=kernel_requirement, builtin=builtin)
-    if kernel_requirement is not None and not Requirement(kernel_requirement).specifier.contains(Version(__version__), prereleases=True):
-        return info.refused(PluginError(
-            name,
-            f"version {version} supports botcriptofy {Requirement(kernel_requirement).specifier}, but botcriptofy {__version__} is installed.",
-            fix=f"install a release of {distribution or name} that supports botcriptofy {__version__}, or a kernel in its range.",
-        ))
+    info = PluginInfo(
+        name=name, plugin=plugin, version=version, distribution=distribution, kernel_requirement=kernel_requirement, builtin=builtin
+    )
+    if kernel_requirement is not None:
+        supported = Requirement(kernel_requirement).specifier
+        if not supported.contains(Version(__version__), prereleases=True):
+            return info.refused(
+                PluginError(
+                    name,
+                    f"version {version} supports botcriptofy {supported}, but botcriptofy {__version__} is installed.",
+                    fix=f"install a release of {distribution or name} that supports botcriptofy {__version__}, or a kernel in its range.",
+                )
+            )
     manager = new_plugin_manager()
     try:
         manager.register(plugin, name=name)
@@ -89,21 +101,41 @@ def inspect_plugin(name: str, plugin: Any, *, version: str = "0", distribution: 
         try:
             results = manager.hook.plugin_settings_schema()
             schema = results[0] if results else None
-        except Exception as error:  # noqa: BLE001 - a broken plugin must not stop the others
-            return info.refused(PluginError(name, f"raised {error!r}", hook="plugin_settings_schema", fix="fix the plugin's settings model."))
+        except Exception as error:
+            return info.refused(
+                PluginError(name, f"raised {error!r}", hook="plugin_settings_schema", fix="fix the plugin's settings model.")
+            )
         if schema is not None and not isinstance(schema, SettingsSchema):
-            return info.refused(PluginError(name, f"returned {type(schema).__name__}, not SettingsSchema", hook="plugin_settings_schema",
-                                            fix="return botcriptofy.SettingsSchema(model=..., live=...)."))
+            return info.refused(
+                PluginError(
+                    name,
+                    f"returned {type(schema).__name__}, not SettingsSchema",
+                    hook="plugin_settings_schema",
+                    fix="return botcriptofy.SettingsSchema(model=..., live=...).",
+                )
+            )
         if schema is not None:
             unknown_live = schema.live - set(schema.model.model_fields)
             if unknown_live:
-                return info.refused(PluginError(name, f"declares live keys that are not settings: {', '.join(sorted(unknown_live))}",
-                                                hook="plugin_settings_schema", fix="list only fields of the settings model in live."))
+                return info.refused(
+                    PluginError(
+                        name,
+                        f"declares live keys that are not settings: {', '.join(sorted(unknown_live))}",
+                        hook="plugin_settings_schema",
+                        fix="list only fields of the settings model in live.",
+                    )
+                )
             try:
                 schema.model.model_validate({})
-            except Exception as error:  # noqa: BLE001
-                return info.refused(PluginError(name, f"its settings have no usable defaults: {error}", hook="plugin_settings_schema",
-                                                fix="give every setting a default so the plugin starts with an empty section."))
+            except Exception as error:
+                return info.refused(
+                    PluginError(
+                        name,
+                        f"its settings have no usable defaults: {error}",
+                        hook="plugin_settings_schema",
+                        fix="give every setting a default so the plugin starts with an empty section.",
+                    )
+                )
     return replace(info, schema=schema, hooks=hooks)
 
 
@@ -134,20 +166,26 @@ def discover() -> dict[str, PluginInfo]:
         requirement = _kernel_requirement(distribution) if distribution is not None else None
         name = entry_point.name
         if name in found:
-            found[name] = found[name].refused(PluginError(
-                name, f"is provided by two distributions ({found[name].distribution} and {dist_name}).",
-                fix="uninstall one of them."))
+            found[name] = found[name].refused(
+                PluginError(
+                    name, f"is provided by two distributions ({found[name].distribution} and {dist_name}).", fix="uninstall one of them."
+                )
+            )
             continue
         cache_key = (name, dist_name or "", version)
         try:
             plugin = _loaded.get(cache_key) or entry_point.load()
-        except Exception as error:  # noqa: BLE001 - one broken plugin must not stop the others
+        except Exception as error:
             found[name] = PluginInfo(name=name, plugin=None, version=version, distribution=dist_name).refused(
-                PluginError(name, f"cannot be imported: {error!r}.", fix=f"reinstall {dist_name or name} or disable it in plugins.disabled."))
+                PluginError(
+                    name, f"cannot be imported: {error!r}.", fix=f"reinstall {dist_name or name} or disable it in plugins.disabled."
+                )
+            )
             continue
         _loaded[cache_key] = plugin
-        found[name] = inspect_plugin(name, plugin, version=version, distribution=dist_name,
-                                     kernel_requirement=str(requirement) if requirement else None)
+        found[name] = inspect_plugin(
+            name, plugin, version=version, distribution=dist_name, kernel_requirement=str(requirement) if requirement else None
+        )
     for info in found.values():
         if info.error:
             log.error("refused %s", info.error, extra={"plugin": info.name})

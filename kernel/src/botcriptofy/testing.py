@@ -22,7 +22,7 @@ import tomlkit
 try:
     from pytest_asyncio import fixture as async_fixture
 except ImportError:  # pragma: no cover - plugin authors without pytest-asyncio get plain fixtures
-    async_fixture = pytest.fixture
+    async_fixture = pytest.fixture  # type: ignore[assignment]
 
 from ._kernel import ApplyResult, Kernel, Runtime
 
@@ -105,7 +105,7 @@ async def kernel_client(kernel_harness: HarnessFactory) -> AsyncIterator[Any]:
     yield harness.client
 
 
-async def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> float:
+async def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> float:  # noqa: ASYNC109
     """Poll ``predicate`` (sync or async) until it is truthy; return the seconds waited or fail the test."""
     loop = asyncio.get_running_loop()
     started = loop.time()
