@@ -534,7 +534,7 @@ class Runtime:
             if impl.plugin_name != name:
                 continue
             try:
-                contributed: list[Any] = list(impl.function(**{arg: kernel for arg in impl.argnames}) or [])
+                contributed: Any = impl.function(**{arg: kernel for arg in impl.argnames}) or []
                 for collector in contributed:
                     self.metrics.register(collector)
                     collectors.append(collector)
