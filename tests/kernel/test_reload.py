@@ -106,3 +106,32 @@ async def test_watcher_applies_a_saved_change_within_a_second(kernel_harness):
     harness.write_settings({"greeter": {"greeting": "watched"}})
     waited = await wait_until(lambda: harness.kernel.settings_for("greeter").greeting == "watched", timeout=5)
     assert waited < 1.0
+
+
+async def test_production_refuses_secrets_in_committed_settings_files(kernel_harness, monkeypatch):
+    from pydantic import SecretStr
+
+    class KeyedSettings(PluginSettings):
+        api_key: SecretStr = SecretStr("")
+
+    class Keyed:
+        @hookimpl
+        def plugin_settings_schema(self):
+            return SettingsSchema(KeyedSettings)
+
+    harness = await kernel_harness(plugins={"keyed": Keyed()}, env="production")
+    result = await harness.apply({"keyed": {"api_key": "sk_live_123"}})
+    assert not result.applied
+    assert "key 'keyed.api_key'" in result.error and "BOTCRIPTOFY_KEYED__API_KEY" in result.error
+
+    harness.write_settings({})
+    (harness.settings_dir / ".secrets.toml").write_text("[default.keyed]\napi_key = 'sk_live_123'\n")
+    result = await harness.runtime.reload()
+    assert result.applied
+    assert harness.kernel.settings_for("keyed").api_key.get_secret_value() == "sk_live_123"
+    assert "sk_live_123" not in str((await harness.client.get("/v1/admin/config")).json())
+
+    monkeypatch.setenv("BOTCRIPTOFY_KEYED__API_KEY", "sk_live_env")
+    (harness.settings_dir / ".secrets.toml").unlink()
+    result = await harness.runtime.reload()
+    assert result.applied and harness.kernel.settings_for("keyed").api_key.get_secret_value() == "sk_live_env"

@@ -221,9 +221,27 @@ def validate(raw: RawConfig, schemas: Mapping[str, Any], installed: set[str], en
             validated[name] = None
             continue
         validated[name] = _validate_section(raw, name, schema.model)
+        if raw.env == "production":
+            _refuse_committed_secrets(raw, name, schema.model)
     kernel_settings = reserved["kernel"]
     assert isinstance(kernel_settings, KernelSettings)
     return ValidConfig(raw=raw, kernel=kernel_settings, disabled=frozenset(plugins_section.disabled), plugins=validated)
+
+
+def _refuse_committed_secrets(raw: RawConfig, section: str, model: type[BaseModel]) -> None:
+    """In production, a ``SecretStr`` setting must come from the environment or ``.secrets.toml``."""
+    for field_name, info in model.model_fields.items():
+        if "SecretStr" not in repr(info.annotation) or field_name not in raw.section(section):
+            continue
+        key = f"{section}.{field_name}"
+        source = raw.locate(key)
+        if source.endswith(SETTINGS_FILES):
+            variable = f"{ENVVAR_PREFIX}_{section.upper()}__{field_name.upper()}"
+            raise ConfigError(
+                f"is a secret: set it with the environment variable {variable} or in {SECRETS_FILE}, never in a committed settings file",
+                file=source,
+                key=key,
+            )
 
 
 def _validate_section(raw: RawConfig, name: str, model: type[BaseModel]) -> BaseModel:
