@@ -61,11 +61,13 @@ async def postgres_url(make_postgres_database: Callable[[], Awaitable[str]]) -> 
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, make_postgres_database: Callable[[], Awaitable[str]]
+) -> str:
     """A fresh database as an SQLAlchemy async URL; tests using it run once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-    url = await request.getfixturevalue("make_postgres_database")()
+    url = await make_postgres_database()
     return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
