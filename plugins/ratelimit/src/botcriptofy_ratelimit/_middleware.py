@@ -1,0 +1,328 @@
+"""The pure ASGI middleware that limits every HTTP request.
+
+Order of work for one request:
+
+1. The per-address flood guard, before anything else: a flooding address is refused without any
+   authentication work (one script call).
+2. Only then the caller is resolved (``botcriptofy.current_actor``, cached on the request for the
+   route), its plan found (entitlements, cached briefly), and the plan rate (with the route's cost)
+   and the tenant's monthly quota are checked together, all or nothing (one script call).
+3. The response gets ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` of the limit
+   closest to exhaustion; a refusal is a 429 problem+json with ``Retry-After``.
+4. After the response, error statuses add to the subject's penalty score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from botcriptofy import Event, Kernel, ProblemError, StashKey, current_actor, kernel_of
+
+from ._backend import MemoryBackend, RedisBackend, Unavailable
+from ._core import NEVER, QUOTA, US, Check, Outcome
+from ._events import QuotaThresholdReached, SubjectPenalized
+from ._guard import Guard, choose
+from ._metrics import Metrics
+from ._policy import QUOTA_NAME, PlanSpec, Policy, Subject
+
+if TYPE_CHECKING:
+    from botcriptofy import Actor
+
+log = logging.getLogger("botcriptofy.ratelimit")
+
+PROBLEM_JSON = b"application/problem+json"
+PROBLEMS = "https://botcriptofy.dev/problems/"
+WARN_AT = (80, 100)
+BLOCKED_MAX = 100_000
+
+
+@dataclass(slots=True)
+class State:
+    """The plugin's state in a generation's stash: compiled settings, backend, metrics, guard.
+
+    ``blocked`` remembers addresses Redis refused, until their Retry-After: a flood is refused
+    in process without a round trip per request (other workers still ask Redis).
+    """
+
+    policy: Policy
+    backend: MemoryBackend | RedisBackend
+    metrics: Metrics
+    guard: Guard
+    blocked: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+
+    def remember_blocked(self, key: str, outcome: Outcome) -> None:
+        if len(self.blocked) >= BLOCKED_MAX:
+            self.blocked.clear()
+        now = time.monotonic()
+        self.blocked[key] = (now + outcome.retry_after / US, now + outcome.reset_after / US, outcome.limit)
+
+
+STATE: StashKey[State] = StashKey("ratelimit.state")
+
+
+def _ceil_seconds(us: int) -> int:
+    return max(0, -(-us // US))
+
+
+def rate_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"ratelimit-limit", str(outcome.limit).encode()),
+        (b"ratelimit-remaining", str(outcome.remaining).encode()),
+        (b"ratelimit-reset", str(_ceil_seconds(outcome.reset_after)).encode()),
+    ]
+
+
+def _per_minute(count: int) -> str:
+    return f"{count} request per minute" if count == 1 else f"{count} requests per minute"
+
+
+def _tightened(outcome: Outcome) -> str:
+    if outcome.factor >= 1000:
+        return ""
+    return f", tightened to {outcome.factor / 10:g} % of that after recent error responses"
+
+
+class RateLimitMiddleware:
+    """Pure ASGI middleware: HTTP requests are limited, every other scope passes straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            kernel = kernel_of(scope)
+        except KeyError:  # not served by a botcriptofy runtime
+            kernel = None
+        state = kernel.stash.get(STATE, None) if kernel is not None else None
+        if state is None or scope["path"] in state.policy.exempt:
+            await self.app(scope, receive, send)
+            return
+        assert kernel is not None
+        policy, backend, metrics = state.policy, state.backend, state.metrics
+        params = policy.penalty
+        ip = policy.client_ip(scope)
+        shown: Outcome | None = None
+        subject: Subject | None = None
+        events: list[tuple[Event, str, str | None]] = []
+        try:
+            flood = policy.flood_check(ip)
+            if flood is not None:
+                blocked = state.blocked.get(flood.key) if policy.enforce else None
+                if blocked is not None:
+                    # Refused a moment ago and still within its Retry-After: refuse again without asking Redis.
+                    left = blocked[0] - time.monotonic()
+                    if left > 0:
+                        metrics.count("limited", "flood_guard")
+                        cached = Outcome(False, blocked[2], 0, int((blocked[1] - blocked[0]) * US + left * US), int(left * US))
+                        await self._refuse(send, policy, flood, cached, None, None, ip)
+                        return
+                    state.blocked.pop(flood.key, None)
+                verdict = await backend.hit([flood], params)
+                shown = verdict.outcomes[0]
+                if not verdict.allowed and policy.enforce:
+                    metrics.count("limited", "flood_guard")
+                    if verdict.source == "redis" and shown.retry_after != NEVER:
+                        state.remember_blocked(flood.key, shown)
+                    await self._refuse(send, policy, flood, shown, None, None, ip)
+                    if shown.crossed:
+                        events.append((SubjectPenalized(subject=f"address {ip}", address=ip, status=429), _penalty_key(f"ip:{ip}"), None))
+                        await _publish(kernel, events)
+                    return
+            actor = await _actor(scope)
+            subject = policy.subject_of(actor, ip)
+            plan = await policy.plan_for(kernel, actor)
+            checks = policy.subject_checks(subject, plan, policy.cost_for(scope["method"], scope["path"]))
+            if checks:
+                verdict = await backend.hit(checks, params)
+                index = choose(verdict.outcomes)
+                outcome = verdict.outcomes[index]
+                if not verdict.allowed and policy.enforce:
+                    metrics.count("limited", checks[index].name)
+                    await self._refuse(send, policy, checks[index], outcome, plan, subject, ip)
+                    if any(o.crossed for o in verdict.outcomes):
+                        events.append((self._penalized(subject, ip, 429), _penalty_key(subject.penalty_key), subject.tenant_id))
+                        await _publish(kernel, events)
+                    return
+                if shown is None or outcome.remaining <= shown.remaining:
+                    shown = outcome
+                if verdict.allowed and subject.tenant_id is not None and checks[-1].kind == QUOTA:
+                    self._quota_events(policy, checks, verdict.outcomes, plan, subject, events)
+        except Unavailable as error:
+            metrics.count("unavailable")
+            await _send_problem(
+                send,
+                ProblemError(503, "Service Unavailable", f"{error}; retry shortly.", type=PROBLEMS + "rate-limit-unavailable"),
+                [(b"retry-after", b"1")],
+            )
+            return
+        metrics.count("allowed")
+        extra = rate_headers(shown) if shown is not None else []
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+        assert subject is not None
+        weight = policy.weights.get(status)
+        if weight:
+            metrics.penalties.labels(str(status)).inc(weight)
+            try:
+                crossed = await backend.penalize([subject.penalty_key], weight, params)
+            except Unavailable:
+                crossed = [False]
+            if crossed[0]:
+                events.append((self._penalized(subject, ip, status), _penalty_key(subject.penalty_key), subject.tenant_id))
+        if events:
+            await _publish(kernel, events)
+
+    # -- refusals ---------------------------------------------------------------------------
+
+    async def _refuse(
+        self, send: Send, policy: Policy, check: Check, outcome: Outcome, plan: PlanSpec | None, subject: Subject | None, ip: str
+    ) -> None:
+        retry_us = outcome.reset_after if outcome.retry_after == NEVER else outcome.retry_after
+        retry = max(1, _ceil_seconds(retry_us))
+        if check.kind == QUOTA:
+            assert plan is not None
+            used = outcome.limit - outcome.remaining
+            upgrade = policy.upgrade_for(plan.name, outcome.limit)
+            renews = datetime.fromtimestamp(datetime.now(UTC).timestamp() + outcome.reset_after / US, UTC).strftime("%Y-%m-%d %H:%M")
+            lift = f" The {upgrade} plan lifts it." if upgrade else ""
+            problem = ProblemError(
+                429,
+                "Quota exceeded",
+                f"The '{QUOTA_NAME}' quota of the {plan.name} plan is used up ({used}/{outcome.limit}); it renews at {renews} UTC.{lift}",
+                type=PROBLEMS + "quota-exceeded",
+                rate_limit="quota",
+                quota=QUOTA_NAME,
+                plan=plan.name,
+                upgrade_to=upgrade,
+                used=used,
+                limit=outcome.limit,
+                retry_after=retry,
+            )
+        elif plan is None:
+            problem = ProblemError(
+                429,
+                "Too Many Requests",
+                f"Too many requests from {ip}: the flood guard allows {_per_minute(policy.flood_rate)} with bursts of "
+                f"{policy.flood_burst} per address{_tightened(outcome)}. Retry in {retry} s.",
+                type=PROBLEMS + "rate-limited",
+                rate_limit="flood_guard",
+                retry_after=retry,
+            )
+        else:
+            assert subject is not None
+            if outcome.retry_after == NEVER:
+                why = (
+                    f"this request costs {check.cost} tokens, more than the burst of {outcome.limit} the {plan.name} plan "
+                    f"allows{_tightened(outcome)}"
+                )
+            elif subject.tenant_id is None and plan.name == "anonymous":
+                why = (
+                    f"unauthenticated callers may make {_per_minute(plan.rate_per_minute)} with bursts of {plan.burst} "
+                    f"per address{_tightened(outcome)}; {subject.label} has used them up"
+                )
+            else:
+                why = (
+                    f"the {plan.name} plan allows {_per_minute(plan.rate_per_minute)} with bursts of {plan.burst}"
+                    f"{_tightened(outcome)}; {subject.label} has used them up"
+                )
+            problem = ProblemError(
+                429,
+                "Too Many Requests",
+                f"Rate limit exceeded: {why}. Retry in {retry} s.",
+                type=PROBLEMS + "rate-limited",
+                rate_limit="plan",
+                plan=plan.name,
+                retry_after=retry,
+            )
+        await _send_problem(send, problem, [*rate_headers(outcome), (b"retry-after", str(retry).encode())])
+
+    # -- events -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _penalized(subject: Subject, ip: str, status: int) -> SubjectPenalized:
+        return SubjectPenalized(subject=subject.label, tenant_id=subject.tenant_id, address=ip, status=status)
+
+    @staticmethod
+    def _quota_events(
+        policy: Policy,
+        checks: list[Check],
+        outcomes: list[Outcome],
+        plan: PlanSpec,
+        subject: Subject,
+        events: list[tuple[Event, str, str | None]],
+    ) -> None:
+        for check, outcome in zip(checks, outcomes, strict=True):
+            if check.kind != QUOTA or subject.tenant_id is None:
+                continue
+            used = outcome.limit - outcome.remaining
+            for percent in WARN_AT:
+                mark = math.ceil(outcome.limit * percent / 100)
+                if used - check.cost < mark <= used:
+                    month = datetime.now(UTC).strftime("%Y-%m")
+                    event = QuotaThresholdReached(
+                        tenant_id=subject.tenant_id,
+                        plan=plan.name,
+                        quota=QUOTA_NAME,
+                        used=used,
+                        limit=outcome.limit,
+                        percent=percent,
+                        upgrade_to=policy.upgrade_for(plan.name, outcome.limit),
+                    )
+                    events.append((event, f"quota:{subject.tenant_id}:{month}:{percent}", subject.tenant_id))
+
+
+def _penalty_key(subject: str) -> str:
+    """Idempotency key of a penalty event: one per subject and minute (a subject may be penalised again later)."""
+    return f"pen:{subject}:{int(time.time() // 60)}"
+
+
+async def _actor(scope: Scope) -> Actor | None:
+    """The caller; invalid credentials count as anonymous here (the route answers 401 itself when it needs them)."""
+    try:
+        return await current_actor(Request(scope))
+    except ProblemError:
+        return None
+
+
+async def _send_problem(send: Send, problem: ProblemError, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps(problem.to_dict(), separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": problem.status,
+            "headers": [(b"content-type", PROBLEM_JSON), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _publish(kernel: Kernel, events: list[tuple[Event, str, str | None]]) -> None:
+    for event, key, tenant in events:
+        try:
+            await kernel.events.publish(event, idempotency_key=key, tenant_id=tenant)
+        except Exception:
+            log.exception("could not publish %s", event.event_type)
+
+
+__all__ = ["STATE", "RateLimitMiddleware", "State"]
