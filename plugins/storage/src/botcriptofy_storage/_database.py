@@ -1,0 +1,124 @@
+"""The database that the ``database`` hook provides: an engine and tenant-scoped units of work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ._engine import SQLITE_BEGIN
+from ._rls import enable_row_level_security
+from ._tenancy import INFO_ROLE, INFO_SYSTEM, INFO_TENANT, TenantSession
+from ._timeseries import ensure_time_series
+
+BeforeSession = Callable[[], Awaitable[None]]
+
+
+class Database:
+    """SQLAlchemy 2 async engine plus sessions scoped to a tenant (the ``botcriptofy.Database`` protocol).
+
+    ``url`` is the full URL (with its password: do not log it; ``repr`` masks it), ``dialect`` is
+    ``"sqlite"`` or ``"postgresql"`` and ``engine`` is the ``AsyncEngine``.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, rls_role: str = "") -> None:
+        self.engine = engine
+        self.url = engine.url.render_as_string(hide_password=False)
+        self.dialect = engine.dialect.name
+        # Shared with every bound view, so that turning role switching on after an upgrade reaches them all.
+        self._shared: dict[str, str] = {"rls_role": rls_role if self.dialect == "postgresql" else ""}
+        self._maker = async_sessionmaker(engine, sync_session_class=TenantSession, expire_on_commit=False)
+        self._immediate = async_sessionmaker(engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}), sync_session_class=TenantSession,
+                                             expire_on_commit=False)
+        self._before_session: BeforeSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Database {self.engine.url.render_as_string(hide_password=True)}>"
+
+    @property
+    def rls_role(self) -> str:
+        """The role sessions switch to on PostgreSQL ("" when they keep the login role)."""
+        return self._shared["rls_role"]
+
+    @rls_role.setter
+    def rls_role(self, role: str) -> None:
+        self._shared["rls_role"] = role if self.dialect == "postgresql" else ""
+
+    def bound(self, before_session: BeforeSession) -> Database:
+        """Return a view of this database whose first session awaits ``before_session()`` (used per kernel generation)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._before_session = before_session
+        return view
+
+    @asynccontextmanager
+    async def session(self, *, tenant_id: str | uuid.UUID | None = None, system: bool = False,
+                      write_lock: bool = False) -> AsyncIterator[AsyncSession]:
+        """Open a unit of work: an ``AsyncSession`` whose transaction commits when the block succeeds and rolls back on error.
+
+        :param tenant_id: scope every ORM statement and new row to this tenant (and, on PostgreSQL, row-level security).
+        :param system: open an unscoped session for platform jobs; exclusive with ``tenant_id``.
+        :param write_lock: on SQLite, take the write lock when the transaction begins (``BEGIN IMMEDIATE``), so a
+            read-then-write transaction queues behind other writers instead of failing; no effect on PostgreSQL.
+        """
+        if system and tenant_id is not None:
+            raise ValueError("a session is either scoped to a tenant or a system session, not both")
+        if tenant_id is not None and not str(tenant_id).strip():
+            raise ValueError("tenant_id must not be empty")
+        if self._before_session is not None:
+            await self._before_session()
+        maker = self._immediate if write_lock and self.dialect == "sqlite" else self._maker
+        async with maker() as session:
+            session.info[INFO_TENANT] = None if tenant_id is None else str(tenant_id)
+            session.info[INFO_SYSTEM] = bool(system)
+            session.info[INFO_ROLE] = self.rls_role
+            try:
+                yield session
+            except BaseException:
+                with contextlib.suppress(Exception):  # the error that got us here is the one to report
+                    await asyncio.shield(session.rollback())
+                raise
+            await session.commit()
+
+    async def ping(self) -> bool:
+        """Run ``SELECT 1``: the readiness check."""
+        async with self.engine.connect() as connection:
+            return bool((await connection.execute(text("SELECT 1"))).scalar_one() == 1)
+
+    async def ensure_time_series(self, table: str, time_column: str, *, tenant_column: str | None = "tenant_id",
+                                 chunk_interval: str | timedelta | None = None) -> str:
+        """Make ``table`` a time series: a TimescaleDB hypertable when the extension is installed, else an indexed table.
+
+        The index covers ``(tenant_column, time_column DESC)`` when the table has the tenant column, else
+        ``(time_column DESC)``. Idempotent. Returns ``"hypertable"`` or ``"index"``.
+        """
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(ensure_time_series, table, time_column, tenant_column=tenant_column,
+                                             chunk_interval=chunk_interval)
+
+    async def enable_row_level_security(self) -> list[str]:
+        """On PostgreSQL, apply the tenant policy to every table with a ``tenant_id`` column; return their names.
+
+        Migrations run it for you; call it after creating tables outside migrations. No-op on SQLite.
+        """
+        if self.dialect != "postgresql":
+            return []
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(enable_row_level_security, self.rls_role)
+
+    async def role_ready(self, role: str) -> bool:
+        """Whether the login role may switch to ``role`` on PostgreSQL (it exists and we are a member or superuser)."""
+        async with self.engine.connect() as connection:
+            found = await connection.execute(text(
+                "SELECT pg_has_role(current_user, oid, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+                "FROM pg_roles WHERE rolname = :role"), {"role": role})
+            return bool(found.scalar())
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
