@@ -1,0 +1,35 @@
+"""BotCriptoFy billing: plans as data, Stripe Checkout and portal, verified webhooks, entitlements and quotas.
+
+The entry point ``billing`` is :data:`plugin`, a :class:`BillingPlugin`.
+"""
+
+from ._events import PaymentFailed, PaymentSucceeded, QuotaExhausted, QuotaWarning, SubscriptionChanged, TrialEnding
+from ._money import Money
+from ._plans import CATALOG, QUOTAS, Catalog, Interval, Plan
+from ._plugin import BillingPlugin
+from ._settings import BillingSettings
+from ._signature import sign
+
+__version__ = "0.1.0"
+
+plugin = BillingPlugin()
+
+__all__ = [
+    "CATALOG",
+    "QUOTAS",
+    "BillingPlugin",
+    "BillingSettings",
+    "Catalog",
+    "Interval",
+    "Money",
+    "PaymentFailed",
+    "PaymentSucceeded",
+    "Plan",
+    "QuotaExhausted",
+    "QuotaWarning",
+    "SubscriptionChanged",
+    "TrialEnding",
+    "__version__",
+    "plugin",
+    "sign",
+]
