@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/botcriptofy --settings settings serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kernel plugins tests bench

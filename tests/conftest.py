@@ -8,6 +8,7 @@ database) and ``BCF_TEST_REDIS`` (a redis:// URL).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -116,8 +117,11 @@ def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
 
     Returns ``install(name, source, version=..., kernel_requirement=...) -> (distribution, plugin name)``;
     the name gets a unique suffix. Every distribution is uninstalled after the test. Tests using it
-    share site-packages: mark them ``xdist_group("site-packages")``.
+    change the environment that every kernel discovers plugins from, so they hold a lock shared by
+    all pytest-xdist workers and run one at a time.
     """
+    lock = open(Path(sys.prefix) / ".botcriptofy-test-site-packages.lock", "w")  # noqa: SIM115 - held for the whole test
+    fcntl.flock(lock, fcntl.LOCK_EX)
     installed: list[str] = []
 
     def install(name: str, source: str, *, version: str = "1.0.0", kernel_requirement: str = "botcriptofy>=0.1,<0.2") -> tuple[str, str]:
@@ -149,6 +153,10 @@ def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
         installed.append(dist)
         return dist, unique
 
-    yield install
-    for dist in installed:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", dist], check=False, capture_output=True)
+    try:
+        yield install
+    finally:
+        for dist in installed:
+            subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", dist], check=False, capture_output=True)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()

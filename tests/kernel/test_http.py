@@ -159,3 +159,30 @@ async def test_openapi_is_generated_from_the_route_models(client):
     assert get["parameters"][0]["name"] == "limit" and get["parameters"][0]["in"] == "query"
     assert document["paths"]["/refunds"]["post"]["security"] == [{"bearer": []}]
     assert "/-/plugins" in document["paths"]
+
+
+async def test_fixed_paths_are_indexed_and_win_over_parameterised_ones(kernel_harness):
+    class Items:
+        @hookimpl
+        def register_routes(self, kernel):
+            async def by_id(request):
+                return {"id": request.path_params["item_id"]}
+
+            async def new(request):
+                return {"new": True}
+
+            async def replace(request):
+                return {"replaced": request.path_params["item_id"]}
+
+            return [
+                Route("/things/{item_id}", by_id),
+                Route("/things/{item_id}", replace, methods=["PUT"]),
+                Route("/things/new", new),
+            ]
+
+    harness = await kernel_harness(plugins={"items": Items()})
+    assert (await harness.client.get("/things/new")).json() == {"new": True}
+    assert (await harness.client.get("/things/42")).json() == {"id": "42"}
+    assert (await harness.client.put("/things/new")).json() == {"replaced": "new"}
+    assert (await harness.client.head("/-/health")).status_code == 200
+    assert (await harness.client.post("/-/health")).status_code == 405

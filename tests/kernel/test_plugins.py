@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from botcriptofy import hookimpl
 from botcriptofy._manager import discover, inspect_plugin
 from botcriptofy.testing import wait_until
@@ -32,7 +30,6 @@ def installed_names() -> list[str]:
     return sorted(discover())
 
 
-@pytest.mark.xdist_group("site-packages")
 async def test_pip_installed_plugin_goes_live_on_rescan_without_restart(kernel_harness, install_plugin):
     harness = await kernel_harness(discover=True, watch=True, settings={"plugins": {"disabled": installed_names()}})
     before = harness.kernel
@@ -51,7 +48,6 @@ async def test_pip_installed_plugin_goes_live_on_rescan_without_restart(kernel_h
     assert harness.runtime.current is not before
 
 
-@pytest.mark.xdist_group("site-packages")
 async def test_pip_installed_plugin_is_picked_up_by_the_next_settings_change(kernel_harness, install_plugin):
     disabled = installed_names()
     harness = await kernel_harness(discover=True, settings={"plugins": {"disabled": disabled}})
@@ -65,7 +61,6 @@ async def test_pip_installed_plugin_is_picked_up_by_the_next_settings_change(ker
     assert (await harness.client.get(f"/hello/{name}")).status_code == 200
 
 
-@pytest.mark.xdist_group("site-packages")
 async def test_plugin_for_another_kernel_version_is_refused_and_others_start(kernel_harness, install_plugin):
     _, good = install_plugin("good", HELLO)
     _, bad = install_plugin("future", HELLO, version="9.0.0", kernel_requirement="botcriptofy>=99")
@@ -80,7 +75,6 @@ async def test_plugin_for_another_kernel_version_is_refused_and_others_start(ker
     assert listed[bad]["enabled"] is False and listed[bad]["error"]
 
 
-@pytest.mark.xdist_group("site-packages")
 async def test_plugin_that_fails_to_import_is_refused_and_others_start(kernel_harness, install_plugin):
     _, broken = install_plugin("broken", "raise ImportError('missing dependency frobnicate')\n")
     _, good = install_plugin("fine", HELLO)

@@ -33,7 +33,7 @@ from ._cache import LocalCache
 from ._errors import ConfigError, PluginError, ProblemError
 from ._events import EventBus, EventHandler, Outbox
 from ._history import ConfigHistory
-from ._http import KERNEL_SCOPE_KEY, handle_error
+from ._http import KERNEL_SCOPE_KEY, IndexedRouter, handle_error
 from ._manager import PluginInfo, discover, inspect_plugin, new_plugin_manager
 from ._settings import RESCAN_MARKER, KernelSettings, RawConfig, ValidConfig, load, mask_secrets, validate
 from ._stash import Stash
@@ -177,7 +177,9 @@ class Kernel:
             try:
                 results[impl.plugin_name] = await await_me_maybe(impl.function(**{name: kwargs[name] for name in impl.argnames}))
             except Exception:
-                log.exception("hook failed", extra={"plugin": impl.plugin_name, "hook": hook_name})
+                log.exception(
+                    "plugin '%s', hook '%s' failed", impl.plugin_name, hook_name, extra={"plugin": impl.plugin_name, "hook": hook_name}
+                )
         return results
 
     async def call_plugin(self, plugin: str, hook_name: str, **kwargs: Any) -> Any:
@@ -434,8 +436,11 @@ class Runtime:
             return ApplyResult(applied=False, version=previous.config_version, generation=previous.generation, error=str(error))
         self.current = kernel
         self.last_error = None
-        kernel.config_version = await self._record(kernel, source=source, note=note)
         self._retire(previous, [*plan.stopping, *plan.restarting])
+        try:
+            kernel.config_version = await self._record(kernel, source=source, note=note)
+        except Exception:
+            log.exception("configuration applied (generation %s) but its history entry could not be written", kernel.generation)
         changes = plan.describe()
         log.info(
             "applied configuration version %s (generation %s, source %s): %s",
@@ -539,7 +544,11 @@ class Runtime:
                     self.metrics.register(collector)
                     collectors.append(collector)
             except Exception:
-                log.exception("cannot register metrics", extra={"plugin": name, "hook": "register_metrics"})
+                log.exception(
+                    "plugin '%s', hook 'register_metrics': cannot register metrics",
+                    name,
+                    extra={"plugin": name, "hook": "register_metrics"},
+                )
         self._collectors[name] = collectors
 
     def _unregister_metrics(self, name: str) -> None:
@@ -583,10 +592,10 @@ class Runtime:
                     fix="return a list of botcriptofy.EventHandler.",
                 )
         app = Starlette(
-            routes=routes,
             middleware=middleware,
             exception_handlers={Exception: handle_error, HTTPException: handle_error, ProblemError: handle_error},
         )
+        app.router = IndexedRouter(routes)
         app.state.kernel = kernel
         kernel.app = app
         kernel.events = EventBus(kernel, handlers)
