@@ -6,7 +6,7 @@ Everything a plugin needs is importable from here; modules starting with ``_`` a
 from ._cli import pass_kernel
 from ._errors import BotCriptoFyError, ConfigError, PluginError, ProblemError
 from ._events import Envelope, Event, EventBus, EventHandler, Outbox, event_class
-from ._http import Route, current_actor, kernel_of, require
+from ._http import Route, current_actor, kernel_of, read_body, require
 from ._kernel import ApplyResult, Kernel, Runtime
 from ._markers import hookimpl, hookspec
 from ._settings import KernelSettings, PluginSettings
@@ -69,6 +69,7 @@ __all__ = [
     "hookspec",
     "kernel_of",
     "pass_kernel",
+    "read_body",
     "require",
 ]
 

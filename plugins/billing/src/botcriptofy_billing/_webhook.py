@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
-from botcriptofy import ProblemError
+from botcriptofy import read_body
 
 from ._events import PaymentFailed, PaymentSucceeded, TrialEnding
 from ._models import Subscription, WebhookEvent
@@ -76,25 +76,13 @@ def _subscription_to_fetch(event: dict[str, Any]) -> str | None:
     return None
 
 
-async def read_raw_body(request: Request, limit: int) -> bytes:
-    """The exact bytes Stripe signed, refusing (413) more than ``limit``."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError(413, "Request body too large", f"The body may be at most {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def receive(request: Request, kernel: Kernel) -> dict[str, Any]:
     """Handle one webhook delivery; return what happened. Raises 400 problems for unverifiable deliveries."""
     state = state_of(kernel)
     secret = state.settings.webhook_secret.get_secret_value()
     if not secret:
         raise not_configured()
-    payload = await read_raw_body(request, kernel.kernel_settings.max_body_bytes)
+    payload = await read_body(request, kernel.kernel_settings.max_body_bytes)
     event = verify(payload, request.headers.get("stripe-signature"), secret, state.settings.webhook_tolerance)
     return await process(kernel, state, event)
 
