@@ -26,7 +26,8 @@ async def test_trial_subscription_lifecycle(make_billing, outbox_events):
     env = await make_billing()
     trial_end = int(time.time()) + 14 * 86400
     created = event_obj("customer.subscription.created",
-                        subscription_obj("sub_trial", customer="cus_a", status="trialing", tenant="t-a", trial_end=trial_end))
+                        subscription_obj("sub_trial", customer="cus_a", status="trialing", tenant="t-a", trial_end=trial_end,
+                                         period_end=trial_end))
     response = await env.post_event(created)
     assert response.status_code == 200, response.text
     assert response.json() == {"received": True, "duplicate": False, "event": created["id"], "outcome": "applied"}
@@ -37,7 +38,8 @@ async def test_trial_subscription_lifecycle(make_billing, outbox_events):
     assert (await env.kernel.entitlements("t-a")).limits["bots"] == 10
 
     ending = event_obj("customer.subscription.trial_will_end",
-                       subscription_obj("sub_trial", customer="cus_a", status="trialing", tenant="t-a", trial_end=trial_end))
+                       subscription_obj("sub_trial", customer="cus_a", status="trialing", tenant="t-a", trial_end=trial_end,
+                                         period_end=trial_end))
     assert (await env.post_event(ending)).status_code == 200
     active = event_obj("customer.subscription.updated", subscription_obj("sub_trial", customer="cus_a", status="active", tenant="t-a"),
                        created=int(time.time()) + 1)
