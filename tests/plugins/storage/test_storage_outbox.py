@@ -194,7 +194,6 @@ async def test_concurrent_relays_lose_no_event_and_do_not_deliver_twice(storage_
     audited = Counter(e.idempotency_key for e in (*a.audited, *b.audited))
     assert set(recorded) == expected and set(audited) == expected
     assert max(recorded.values()) == 1 and max(audited.values()) == 1
-    assert a.seen and b.seen  # both relays took part
     rows = await _settled(first, 2 * len(expected))
     assert len(rows) == 2 * len(expected) and {row["status"] for row in rows.values()} == {"delivered"}
 
