@@ -67,7 +67,12 @@ def test_fuzzed_api_answers_no_server_error(tmp_path):
         signup = httpx.post(f"{base}/v1/auth/signup", json={**credentials, "name": "Fuzz", "account_type": "influencer"})
         assert signup.status_code == 201, signup.text
         session = {"Authorization": f"Bearer {signup.json()['tokens']['access_token']}"}
-        permissions = httpx.get(f"{base}/v1/me", headers=session).json()["permissions"]
+        # Billing moves an influencer to the Internal plan when the sign-up event reaches it (outbox).
+        deadline = time.monotonic() + 30
+        while (me := httpx.get(f"{base}/v1/me", headers=session).json())["plan"]["name"] != "internal":
+            assert time.monotonic() < deadline, me
+            time.sleep(0.1)
+        permissions = me["permissions"]
         created = httpx.post(f"{base}/v1/auth/api-keys", headers=session, json={"name": "fuzz", "scopes": permissions})
         assert created.status_code == 201, created.text
         api_key = created.json()["key"]
