@@ -99,6 +99,7 @@ def test_fuzzed_api_answers_no_server_error(tmp_path):
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # schemathesis keeps its example database in the working directory
         )
     finally:
         server.terminate()

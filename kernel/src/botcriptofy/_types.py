@@ -148,12 +148,17 @@ class Database(Protocol):
     dialect: str
     engine: Any
 
-    def session(self, *, tenant_id: str | None = None, system: bool = False) -> AbstractAsyncContextManager[Any]:
+    def session(
+        self, *, tenant_id: str | None = None, system: bool = False, write_lock: bool = False
+    ) -> AbstractAsyncContextManager[Any]:
         """Open a unit of work: an ``AsyncSession`` in a transaction that commits when the block succeeds.
 
         With ``tenant_id``, queries on tenant-owned tables (those with a ``tenant_id`` column) see
         only that tenant's rows and new rows get that tenant. ``system=True`` opens an unscoped
         session for platform jobs. With neither, reading a tenant-owned table is an error.
+        ``write_lock=True`` takes the write lock when the transaction begins (SQLite's
+        ``BEGIN IMMEDIATE``), so a transaction that reads and then writes waits for other writers
+        instead of failing with "database is locked"; PostgreSQL needs nothing of the kind.
         """
         ...
 

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from botcriptofy import Event, Kernel
 
-_WRITE_LOCK: dict[type, bool] = {}
-
 
 def _session(kernel: Kernel, *, write: bool, **scope: Any) -> Any:
-    database = kernel.database()
-    if write:
-        kind = type(database)
-        supported = _WRITE_LOCK.get(kind)
-        if supported is None:
-            supported = _WRITE_LOCK[kind] = "write_lock" in inspect.signature(database.session).parameters
-        if supported:
-            # The storage plugin's SQLite BEGIN IMMEDIATE: a read-then-write transaction queues behind
-            # other writers instead of failing with "database is locked".
-            return database.session(write_lock=True, **scope)  # type: ignore[call-arg]
-    return database.session(**scope)
+    # write_lock: on SQLite a read-then-write transaction queues behind other writers instead of
+    # failing with "database is locked".
+    return kernel.database().session(write_lock=write, **scope)
 
 
 @asynccontextmanager

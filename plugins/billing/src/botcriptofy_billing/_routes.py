@@ -184,7 +184,7 @@ async def checkout(request: Request, *, body: CheckoutIn) -> UrlOut:
         if not customer_id:
             attributes = actor.attributes or {}
             customer_id = await gateway.create_customer(tenant, email=attributes.get("email"), name=attributes.get("name"))
-            async with database(kernel).session(tenant_id=tenant) as session:
+            async with database(kernel).session(tenant_id=tenant, write_lock=True) as session:
                 await link_customer(session, tenant, customer_id)
         price = await gateway.price(plan, body.interval)
         had_trial = found.customer.had_trial if found.customer is not None else False
@@ -223,7 +223,7 @@ async def _current(request: Request) -> tuple[str, BillingState, Standing]:
 async def _apply_and_show(request: Request, tenant: str, snapshot: dict[str, Any], reason: str) -> SubscriptionOut:
     kernel = kernel_of(request)
     state = state_of(kernel)
-    async with database(kernel).session(tenant_id=tenant) as session:
+    async with database(kernel).session(tenant_id=tenant, write_lock=True) as session:
         await apply_subscription(kernel, state, session, snapshot, as_of=float(int(time.time())), reason=reason, tenant_hint=tenant)
     await invalidate(kernel, tenant)
     async with database(kernel).session(tenant_id=tenant) as session:
@@ -284,7 +284,7 @@ async def assign_plan(request: Request, *, body: AssignIn) -> SubscriptionOut:
         raise ProblemError(422, "Validation failed", f"Unknown plan '{body.plan}'.",
                            errors=[{"field": "plan", "message": "unknown plan", "type": "enum", "in": "body"}])
     await assign(kernel, body.tenant_id, body.plan)
-    async with database(kernel).session(tenant_id=body.tenant_id) as session:
+    async with database(kernel).session(tenant_id=body.tenant_id, write_lock=True) as session:
         return subscription_out(await standing(session, state.catalog, body.tenant_id))
 
 

@@ -112,7 +112,7 @@ async def link_customer(session: Any, tenant_id: str, customer_id: str | None) -
 async def assign(kernel: Kernel, tenant_id: str, plan_code: str | None) -> None:
     """Assign a plan that is not sold (internal, for influencers) to a tenant, or remove the assignment."""
     state = state_of(kernel)
-    async with database(kernel).session(tenant_id=tenant_id) as session:
+    async with database(kernel).session(tenant_id=tenant_id, write_lock=True) as session:
         before = await standing(session, state.catalog, tenant_id)
         customer = await link_customer(session, tenant_id, None)
         customer.assigned_plan = plan_code
@@ -310,7 +310,7 @@ async def consume(kernel: Kernel, tenant_id: str, quota_name: str, amount: int) 
     stamp = now()
     key = (QuotaUsage.tenant_id == tenant_id, QuotaUsage.quota == quota_name, QuotaUsage.period == period)
     threshold = None if limit is None else max(1, int(limit * state.settings.quota_warning_ratio + 0.999999))
-    async with db.session(tenant_id=tenant_id) as session:
+    async with db.session(tenant_id=tenant_id, write_lock=True) as session:
         await session.execute(
             _insert(db.dialect)(QuotaUsage)
             .values(tenant_id=tenant_id, quota=quota_name, period=period, used=0, warned=False, exhausted=False, updated_at=stamp)

@@ -90,7 +90,7 @@ async def receive(request: Request, kernel: Kernel) -> dict[str, Any]:
 async def process(kernel: Kernel, state: BillingState, event: dict[str, Any]) -> dict[str, Any]:
     db = database(kernel)
     event_id = event["id"]
-    async with db.session(system=True) as session:
+    async with db.session(system=True, write_lock=True) as session:
         seen = (await session.execute(select(WebhookEvent.outcome).where(WebhookEvent.id == event_id))).scalar_one_or_none()
     if seen is not None:
         return {"received": True, "duplicate": True, "event": event_id, "outcome": seen}
@@ -107,7 +107,7 @@ async def process(kernel: Kernel, state: BillingState, event: dict[str, Any]) ->
         except stripe.StripeError as error:
             raise provider_problem(error) from error  # 502: Stripe delivers the event again later
     try:
-        async with db.session(system=True) as session:
+        async with db.session(system=True, write_lock=True) as session:
             record = WebhookEvent(id=event_id, type=event["type"], created=int(event["created"]),
                                   object_id=object_id(event["data"]["object"]), tenant=None, outcome="processing", received_at=now())
             session.add(record)
