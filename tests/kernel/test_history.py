@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -119,3 +120,31 @@ def test_cli_check_history_and_rollback(tmp_path):
     assert "restored version 1 as version 3" in rolled.stdout
     missing = run_cli(settings, "config", "rollback", "42")
     assert missing.returncode != 0 and "no configuration version 42" in missing.stderr
+
+
+def test_workers_starting_together_share_one_history(tmp_path):
+    """Processes released together record into a history file that does not exist yet: none fails."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_number in range(10):
+        path = tmp_path / f"state-{round_number}" / "config-history.sqlite3"
+        barrier = context.Barrier(6)
+        results = context.Queue()
+        workers = [context.Process(target=_record_once, args=(path, barrier, results)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=30) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+        assert outcomes == [1] * 6, outcomes
+
+
+def _record_once(path: Path, barrier: Any, results: Any) -> None:
+    from botcriptofy._history import ConfigHistory
+
+    barrier.wait()
+    try:
+        results.put(ConfigHistory(path).record(digest="d", files={"settings.toml": ""}, settings={}, source="startup"))
+    except Exception as error:
+        results.put(repr(error))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,9 +60,19 @@ class ConfigHistory:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(_SCHEMA)
-        return connection
+        # Workers starting together race to create the file and switch it to WAL; SQLite answers
+        # "database is locked" at once (without its busy handler) to the loser, so retry briefly.
+        for attempt in range(100):
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(_SCHEMA)
+                return connection
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == 99:
+                    connection.close()
+                    raise
+                time.sleep(0.02 + random.random() * 0.05)
+        raise AssertionError("unreachable")
 
     def record(self, *, digest: str, files: Mapping[str, str], settings: Mapping[str, Any], source: str, note: str = "") -> int:
         """Store a version unless the latest one has the same files; return the version number."""

@@ -323,7 +323,10 @@ class Runtime:
         kernel, _ = await self._build(raw, previous=None, boot=True)
         self.current = kernel
         self.history = ConfigHistory(kernel.state_dir / "config-history.sqlite3")
-        kernel.config_version = await self._record(kernel, source=source)
+        try:
+            kernel.config_version = await self._record(kernel, source=source)
+        except Exception:
+            log.exception("serving without a configuration history entry: %s could not be written", self.history.path)
         self._started = True
         if self.watch:
             self._stop_watching.clear()
