@@ -111,7 +111,7 @@ def coerce_tenant(cls: Any, tenant: str) -> Any:
     """Return ``tenant`` as the Python type of ``cls.tenant_id`` (a UUID column gets a ``uuid.UUID``)."""
     try:
         python_type = inspect(cls).columns[TENANT_COLUMN].type.python_type
-    except (KeyError, NotImplementedError):
+    except (KeyError, NotImplementedError):  # SQLAlchemy types without a Python type raise NotImplementedError
         return tenant
     if python_type is uuid.UUID and not isinstance(tenant, uuid.UUID):
         try:
