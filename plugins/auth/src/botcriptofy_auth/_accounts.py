@@ -160,6 +160,17 @@ async def totp_enroll(kernel: Kernel, principal: dict[str, Any]) -> tuple[str, s
     return secret, _totp.provisioning_uri(secret, account=account, issuer=settings.totp_issuer)
 
 
+def _accepted_step(state: Any, user: User, code: str, detail: str) -> int:
+    """Check a TOTP code against the user's enrolment; return its time step or raise a 422 naming the field."""
+    secret = state.cipher.decrypt(user.totp_secret, context=totp_context(user.id))
+    step = _totp.accept(secret, code, last_step=user.totp_last_step)
+    if step is None:
+        raise ProblemError(
+            422, "Validation failed", detail, errors=[{"field": "code", "message": "is not valid", "type": "totp", "in": "body"}]
+        )
+    return int(step)
+
+
 async def totp_verify(kernel: Kernel, principal: dict[str, Any], code: str) -> None:
     """Finish enrolment with a first valid code; two-factor is enabled from then on."""
     state = state_of(kernel)
@@ -171,15 +182,7 @@ async def totp_verify(kernel: Kernel, principal: dict[str, Any], code: str) -> N
             raise ProblemError(409, "TOTP already enabled", "Two-factor authentication is already on for this account.")
         if not user.totp_secret:
             raise ProblemError(409, "No TOTP enrolment", "Start with POST /v1/auth/totp/enroll.")
-        secret = state.cipher.decrypt(user.totp_secret, context=totp_context(user.id))
-        step = _totp.accept(secret, code, last_step=user.totp_last_step)
-        if step is None:
-            raise ProblemError(
-                422,
-                "Validation failed",
-                "The code is not valid for this enrolment; check the device's clock.",
-                errors=[{"field": "code", "message": "is not valid", "type": "totp", "in": "body"}],
-            )
+        step = _accepted_step(state, user, code, "The code is not valid for this enrolment; check the device's clock.")
         user.totp_enabled = True
         user.totp_last_step = step
         await _db.publish(kernel, TotpEnabled(user_id=user.id, tenant_id=user.tenant_id), session, tenant_id=user.tenant_id)
@@ -194,14 +197,7 @@ async def totp_disable(kernel: Kernel, principal: dict[str, Any], code: str) -> 
         user = await session.get(User, principal["user_id"])
         if user is None or not user.totp_enabled or not user.totp_secret:
             raise ProblemError(409, "TOTP not enabled", "Two-factor authentication is not on for this account.")
-        secret = state.cipher.decrypt(user.totp_secret, context=totp_context(user.id))
-        if _totp.accept(secret, code, last_step=user.totp_last_step) is None:
-            raise ProblemError(
-                422,
-                "Validation failed",
-                "The code is not valid.",
-                errors=[{"field": "code", "message": "is not valid", "type": "totp", "in": "body"}],
-            )
+        _accepted_step(state, user, code, "The code is not valid.")
         user.totp_enabled = False
         user.totp_secret = None
         user.totp_last_step = None
