@@ -34,10 +34,6 @@ def not_found(what: str) -> ProblemError:
     return ProblemError(404, "Not Found", f"No {what} with this id exists in your account.")
 
 
-def totp_context(user_id: str) -> str:
-    return f"auth_users.totp_secret:{user_id}"
-
-
 def field_context(column: str, user_id: str) -> str:
     return f"auth_users.{column}:{user_id}"
 
@@ -154,7 +150,7 @@ async def totp_enroll(kernel: Kernel, principal: dict[str, Any]) -> tuple[str, s
         if user.totp_enabled:
             raise ProblemError(409, "TOTP already enabled", "Two-factor authentication is already on for this account.")
         secret = _totp.new_secret()
-        user.totp_secret = state.cipher.encrypt(secret, context=totp_context(user.id))
+        user.totp_secret = state.cipher.encrypt(secret, context=_totp.totp_context(user.id))
         user.totp_last_step = None
         account = user.email or user.id
     return secret, _totp.provisioning_uri(secret, account=account, issuer=settings.totp_issuer)
@@ -162,7 +158,7 @@ async def totp_enroll(kernel: Kernel, principal: dict[str, Any]) -> tuple[str, s
 
 def _accepted_step(state: Any, user: User, code: str, detail: str) -> int:
     """Check a TOTP code against the user's enrolment; return its time step or raise a 422 naming the field."""
-    secret = state.cipher.decrypt(user.totp_secret, context=totp_context(user.id))
+    secret = state.cipher.decrypt(user.totp_secret, context=_totp.totp_context(user.id))
     step = _totp.accept(secret, code, last_step=user.totp_last_step)
     if step is None:
         raise ProblemError(
@@ -255,7 +251,7 @@ async def rotate_field_keys(kernel: Kernel, *, batch: int = 500) -> int:
                 for column, context in (
                     ("phone", field_context("phone", user.id)),
                     ("tax_id", field_context("tax_id", user.id)),
-                    ("totp_secret", totp_context(user.id)),
+                    ("totp_secret", _totp.totp_context(user.id)),
                 ):
                     stored = getattr(user, column)
                     if stored and cipher.needs_rotation(stored):
@@ -311,7 +307,7 @@ async def create_staff(
                 updated_at=now(),
             )
             if totp_secret is not None:
-                user.totp_secret = state.cipher.encrypt(totp_secret, context=totp_context(user.id))
+                user.totp_secret = state.cipher.encrypt(totp_secret, context=_totp.totp_context(user.id))
                 user.totp_enabled = True
             session.add(user)
             await session.flush()

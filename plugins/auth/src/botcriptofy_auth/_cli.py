@@ -151,10 +151,10 @@ async def set_roles_command(kernel: Kernel, email: str, roles: tuple[str, ...]) 
 
 
 async def reset_totp(kernel: Kernel, email: str) -> tuple[str, str]:
-    from ._accounts import totp_context
     from ._models import User
     from ._principals import invalidate_user
     from ._state import settings_of, state_of
+    from ._totp import totp_context
 
     user = await _staff_user(kernel, email)
     secret = _totp.new_secret()

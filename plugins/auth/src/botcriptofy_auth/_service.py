@@ -260,7 +260,7 @@ async def login(kernel: Kernel, *, email: str, password: str, totp_code: str | N
                 totp_required=True,
                 errors=[{"field": "totp_code", "message": "is required for this account", "type": "missing", "in": "body"}],
             )
-        secret = state.cipher.decrypt(user.totp_secret, context=f"auth_users.totp_secret:{user.id}")
+        secret = state.cipher.decrypt(user.totp_secret, context=_totp.totp_context(user.id))
         step = _totp.accept(secret, totp_code, last_step=user.totp_last_step)
         if step is None:
             await _failure(kernel, user, email, "bad_totp", caller, detail="Invalid or already used TOTP code.")

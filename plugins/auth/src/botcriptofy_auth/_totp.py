@@ -16,6 +16,11 @@ import pyotp
 _CODE = re.compile(r"^\d{6}$")
 
 
+def totp_context(user_id: str) -> str:
+    """The encryption context of a user's stored TOTP secret (binds the ciphertext to its row)."""
+    return f"auth_users.totp_secret:{user_id}"
+
+
 def new_secret() -> str:
     return pyotp.random_base32()
 
