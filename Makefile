@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` serves, `make test` tests. Both set up .venv first.
+# llama-cpp-python (test side: the local model server) builds from source: GGML_NATIVE=OFF keeps it portable.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ install: $(STAMP)
 $(STAMP): $(CONSTRAINTS) requirements/dev.txt kernel/pyproject.toml $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) pip==26.3
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -r requirements/dev.txt \
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -r requirements/dev.txt \
 		-e kernel $(addprefix -e ,$(PLUGIN_DIRS))
 	touch $(STAMP)
 

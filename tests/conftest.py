@@ -1,96 +1,21 @@
-"""Shared fixtures: real PostgreSQL and Redis, each test with its own database or key prefix.
+"""Fixtures of this repository only; the shared ones come from the kernel's pytest plugin.
 
-The kernel's own fixtures (``kernel_harness``) come from its pytest plugin, ``botcriptofy.testing``.
-PostgreSQL and Redis are required, never skipped: a test that needs them fails when they are down.
-Point the suite elsewhere with ``BCF_TEST_POSTGRES`` (a libpq URL of a superuser on the ``postgres``
-database) and ``BCF_TEST_REDIS`` (a redis:// URL).
+``botcriptofy.testing`` provides ``kernel_harness``, ``live_server``, ``database_url``,
+``postgres_url``, ``make_postgres_database``, ``redis_url`` and ``redis_prefix``, the same fixtures
+a plugin outside this repository tests with. PostgreSQL and Redis are required, never skipped:
+point the suite elsewhere with ``BCF_TEST_POSTGRES`` and ``BCF_TEST_REDIS``.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
-import redis.asyncio as aioredis
-
-POSTGRES_ADMIN_URL = os.environ.get("BCF_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("BCF_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-@pytest.fixture
-async def make_postgres_database() -> AsyncIterator[Callable[[], Awaitable[str]]]:
-    """Return a factory of fresh, empty PostgreSQL databases (libpq URLs); each is dropped after the test."""
-    created: list[str] = []
-
-    async def make() -> str:
-        name = f"bcf_test_{uuid.uuid4().hex[:16]}"
-        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await connection.close()
-        created.append(name)
-        return _with_database(POSTGRES_ADMIN_URL, name)
-
-    yield make
-    if created:
-        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
-        try:
-            for name in created:
-                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-
-@pytest.fixture
-async def postgres_url(make_postgres_database: Callable[[], Awaitable[str]]) -> str:
-    """A fresh PostgreSQL database as a libpq URL (``postgresql://...``)."""
-    return await make_postgres_database()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, make_postgres_database: Callable[[], Awaitable[str]]
-) -> str:
-    """A fresh database as an SQLAlchemy async URL; tests using it run once on SQLite and once on PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-    url = await make_postgres_database()
-    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    prefix = f"bcf-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """The Redis server's URL (pair it with ``redis_prefix``)."""
-    return REDIS_URL
-
 
 PLUGIN_PYPROJECT = """\
 [build-system]
@@ -124,7 +49,7 @@ def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
     fcntl.flock(lock, fcntl.LOCK_EX)
     installed: list[str] = []
 
-    def install(name: str, source: str, *, version: str = "1.0.0", kernel_requirement: str = "botcriptofy>=0.1,<0.2") -> tuple[str, str]:
+    def install(name: str, source: str, *, version: str = "1.0.0", kernel_requirement: str = "botcriptofy>=0.1,<0.3") -> tuple[str, str]:
         unique = f"{name}_{uuid.uuid4().hex[:8]}"
         dist = f"bcf-test-{unique.replace('_', '-')}"
         package = f"bcf_test_{unique}"

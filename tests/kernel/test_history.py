@@ -68,10 +68,11 @@ async def test_check_endpoint_validates_without_applying(kernel_harness):
     before = harness.kernel
     bad = await harness.client.post("/v1/admin/config/check", json={"files": {"settings.toml": "[default.tunable]\nlevel = -1\n"}})
     assert bad.json()["valid"] is False and bad.json()["key"] == "tunable.level"
+    assert bad.json()["file"] == str(harness.settings_dir / "settings.toml")  # the operator's file, not a scratch copy
     good = await harness.client.post("/v1/admin/config/check", json={"files": {"settings.toml": "[default.tunable]\nlevel = 9\n"}})
     assert good.json() == {"valid": True, "error": None, "file": None, "key": None}
     escape = await harness.client.post("/v1/admin/config/check", json={"files": {"../x.toml": ""}})
-    assert escape.json()["valid"] is False
+    assert escape.status_code == 422 and escape.json()["errors"][0]["field"].startswith("files.")
     assert harness.kernel is before
 
 

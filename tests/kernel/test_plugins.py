@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
+import os
 import sys
 from pathlib import Path
 
 from botcriptofy import hookimpl
 from botcriptofy._manager import discover, inspect_plugin
-from botcriptofy.testing import wait_until
 
 HELLO = """
 from botcriptofy import Route, hookimpl
@@ -36,8 +36,20 @@ async def test_pip_installed_plugin_goes_live_on_rescan_without_restart(kernel_h
     dist, name = install_plugin("hello", HELLO, version="1.2.3")
     assert (await harness.client.get(f"/hello/{name}")).status_code == 404
 
-    subprocess.run([BOTCRIPTOFY, "--settings", str(harness.settings_dir), "plugins", "rescan"], check=True, capture_output=True)
-    await wait_until(lambda: name in harness.kernel.plugins, timeout=5)
+    # The command waits for the workers' outcome: run it without blocking this worker's event loop.
+    rescan = await asyncio.create_subprocess_exec(
+        BOTCRIPTOFY,
+        "--settings",
+        str(harness.settings_dir),
+        "plugins",
+        "rescan",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await rescan.communicate()
+    assert rescan.returncode == 0, err.decode()
+    assert f"worker {os.getpid()}: generation" in out.decode() and name in out.decode()
+    assert name in harness.kernel.plugins
 
     response = await harness.client.get(f"/hello/{name}")
     assert response.json() == {"hello": name}
@@ -156,7 +168,7 @@ async def test_two_plugins_declaring_the_same_route_are_reported(kernel_harness)
     class First:
         @hookimpl
         def register_routes(self, kernel):
-            return [Route("/same", endpoint)]
+            return [Route("/same", endpoint), Route("/also", endpoint, methods=["POST", "PUT"]), Route(f"/own/{id(self)}", endpoint)]
 
     class Second(First):
         pass
@@ -164,4 +176,54 @@ async def test_two_plugins_declaring_the_same_route_are_reported(kernel_harness)
     harness = await kernel_harness(plugins={"first": First(), "second": Second()})
     refused = [n for n in ("first", "second") if harness.runtime.plugins[n].error]
     assert len(refused) == 1
-    assert "route GET /same is already declared" in harness.runtime.plugins[refused[0]].error
+    (loser,) = refused
+    winner = "first" if loser == "second" else "second"
+    error = harness.runtime.plugins[loser].error
+    # Every clashing route is listed, with the plugin that has it.
+    for route in ("GET /same", "POST /also", "PUT /also"):
+        assert f"{route} (declared by plugin '{winner}')" in error
+    assert "3 route(s)" in error and "/own/" not in error
+
+
+BROKEN_AT_START = """
+from botcriptofy import hookimpl
+
+
+@hookimpl
+def startup(kernel):
+    raise RuntimeError("cannot open the exchange socket")
+"""
+
+
+async def test_rescan_command_waits_for_the_workers_and_names_a_refused_plugin(kernel_harness, install_plugin):
+    harness = await kernel_harness(discover=True, watch=True, settings={"plugins": {"disabled": installed_names()}})
+    _, good = install_plugin("fine", HELLO)
+    _, broken = install_plugin("broken", BROKEN_AT_START)
+    rescan = await asyncio.create_subprocess_exec(
+        *(BOTCRIPTOFY, "plugins", "rescan", "--settings", str(harness.settings_dir)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await rescan.communicate()
+    assert rescan.returncode == 1
+    assert f"worker {os.getpid()}: plugin '{broken}' refused:" in err.decode()
+    assert "RuntimeError('cannot open the exchange socket')" in err.decode()
+    # The others proceed, the refused plugin is known and listed, and the request lives in the state directory.
+    assert good in harness.kernel.plugins
+    assert (await harness.client.get(f"/hello/{good}")).status_code == 200
+    listed = {p["name"]: p for p in (await harness.client.get("/-/plugins")).json()["plugins"]}
+    assert "cannot open the exchange socket" in listed[broken]["error"]
+    assert [path.name for path in harness.settings_dir.iterdir()] == ["settings.toml"]
+    assert (harness.state_dir / "rescan" / "request").exists()
+    # Disabling it is a valid change, and then the rescan succeeds.
+    result = await harness.apply({"plugins": {"disabled": [*installed_names_except(good)]}})
+    assert result.applied, result.error
+    rescan = await asyncio.create_subprocess_exec(
+        *(BOTCRIPTOFY, "--settings", str(harness.settings_dir), "plugins", "rescan"), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await rescan.communicate()
+    assert rescan.returncode == 0 and good in out.decode()
+
+
+def installed_names_except(name: str) -> list[str]:
+    return [found for found in installed_names() if found != name]

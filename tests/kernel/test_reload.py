@@ -135,3 +135,24 @@ async def test_production_refuses_secrets_in_committed_settings_files(kernel_har
     (harness.settings_dir / ".secrets.toml").unlink()
     result = await harness.runtime.reload()
     assert result.applied and harness.kernel.settings_for("keyed").api_key.get_secret_value() == "sk_live_env"
+
+
+class Stuck:
+    """A plugin whose shutdown never returns (a background loop that ignores its stop)."""
+
+    def __init__(self) -> None:
+        self.never = asyncio.Event()
+
+    @hookimpl
+    async def shutdown(self, kernel):
+        await self.never.wait()
+
+
+async def test_a_hanging_shutdown_is_abandoned_after_stop_timeout_and_the_others_still_stop(kernel_harness, caplog):
+    greeter = Greeter()
+    harness = await kernel_harness(plugins={"greeter": greeter, "stuck": Stuck()}, settings={"kernel": {"stop_timeout": 0.3}})
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(harness.runtime.stop(), 10)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert "shutdown:1" in greeter.calls
+    assert any("'stuck'" in r.getMessage() and "stop_timeout" in r.getMessage() for r in caplog.records), caplog.text

@@ -3,52 +3,97 @@
 Everything a plugin needs is importable from here; modules starting with ``_`` are private.
 """
 
+from ._acting import acting_actor, acting_as
+from ._app import Runtime, create_app
 from ._cli import pass_kernel
-from ._errors import BotCriptoFyError, ConfigError, PluginError, ProblemError
-from ._events import Envelope, Event, EventBus, EventHandler, Outbox, event_class
-from ._http import Route, current_actor, kernel_of, read_body, require
-from ._kernel import ApplyResult, Kernel, Runtime
+from ._errors import BotCriptoFyError, ConfigError, PluginError, ProblemError, ServiceUnavailable
+from ._events import ConfigApplied, Envelope, Event, EventBus, EventHandler, NotificationRequested, Outbox, event_class
+from ._fleet import ConfigStore, SharedVersion
+from ._http import Route, add_response_headers, cached_actor, current_actor, kernel_of, read_body, require, response_status
+from ._kernel import Kernel
 from ._markers import hookimpl, hookspec
+from ._runtime import ApplyResult
 from ._settings import KernelSettings, PluginSettings
 from ._stash import Stash, StashKey
 from ._types import (
+    Activity,
     Actor,
+    ApprovalAction,
+    ApprovalRequest,
+    Approvals,
+    AuditRecord,
     Cache,
+    CommandContext,
+    CommandReply,
     Database,
     DataSubject,
+    Delivery,
+    DeliveryRefused,
     Entitlements,
     HealthCheck,
+    IdempotencyRecord,
+    IdempotencyStore,
     Middleware,
     Migrations,
     Notification,
+    NotificationAction,
+    NotificationChannel,
+    Permission,
     QuotaDecision,
     RateLimit,
     RateLimitDecision,
     RateLimiter,
+    Recipient,
+    Schedule,
+    ScheduledRun,
+    SecretBox,
     SettingsSchema,
+    StaffCommand,
+    StoredResponse,
+    Workflow,
+    WorkflowContext,
+    WorkflowRun,
+    Workflows,
 )
 from ._version import __version__
 
 __all__ = [
+    "Activity",
     "Actor",
     "ApplyResult",
+    "ApprovalAction",
+    "ApprovalRequest",
+    "Approvals",
+    "AuditRecord",
     "BotCriptoFyError",
     "Cache",
+    "CommandContext",
+    "CommandReply",
+    "ConfigApplied",
     "ConfigError",
+    "ConfigStore",
     "DataSubject",
     "Database",
+    "Delivery",
+    "DeliveryRefused",
     "Entitlements",
     "Envelope",
     "Event",
     "EventBus",
     "EventHandler",
     "HealthCheck",
+    "IdempotencyRecord",
+    "IdempotencyStore",
     "Kernel",
     "KernelSettings",
     "Middleware",
     "Migrations",
     "Notification",
+    "NotificationAction",
+    "NotificationChannel",
+    "NotificationRequested",
     "Outbox",
+    "Permission",
     "PluginError",
     "PluginSettings",
     "ProblemError",
@@ -56,12 +101,28 @@ __all__ = [
     "RateLimit",
     "RateLimitDecision",
     "RateLimiter",
+    "Recipient",
     "Route",
     "Runtime",
+    "Schedule",
+    "ScheduledRun",
+    "SecretBox",
+    "ServiceUnavailable",
     "SettingsSchema",
+    "SharedVersion",
+    "StaffCommand",
     "Stash",
     "StashKey",
+    "StoredResponse",
+    "Workflow",
+    "WorkflowContext",
+    "WorkflowRun",
+    "Workflows",
     "__version__",
+    "acting_actor",
+    "acting_as",
+    "add_response_headers",
+    "cached_actor",
     "create_app",
     "current_actor",
     "event_class",
@@ -71,9 +132,5 @@ __all__ = [
     "pass_kernel",
     "read_body",
     "require",
+    "response_status",
 ]
-
-
-def create_app(settings_dir: str | None = None, *, env: str | None = None) -> Runtime:
-    """Return the ASGI application: a :class:`Runtime` over the settings directory and every installed plugin."""
-    return Runtime(settings_dir, env=env)

@@ -77,3 +77,27 @@ class ProblemError(BotCriptoFyError):
             body["errors"] = self.errors
         body.update(self.extensions)
         return body
+
+
+class ServiceUnavailable(ProblemError):
+    """A dependency (database, Redis, a bounded work queue) cannot serve this request right now: 503 with ``Retry-After``.
+
+    Raise it (or let a plugin's error translation raise it) instead of letting a connection error
+    become a 500: the client learns that nothing happened and when to retry, and the connection
+    stays usable.
+    """
+
+    def __init__(self, detail: str, *, retry_after: float = 1.0, dependency: str | None = None, **extensions: Any) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        if dependency:
+            extensions["dependency"] = dependency
+        super().__init__(
+            503,
+            "Service Unavailable",
+            detail,
+            type="https://botcriptofy.dev/problems/service-unavailable",
+            headers={"Retry-After": str(seconds)},
+            **extensions,
+        )
+        self.retry_after = seconds
+        self.dependency = dependency

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from ._acting import acting_as
 from ._util import await_me_maybe
 
 if TYPE_CHECKING:
@@ -41,6 +43,25 @@ class Event(BaseModel):
             _EVENT_TYPES[cls.event_type] = cls
 
 
+class ConfigApplied(Event):
+    """The runtime applied a configuration change: a saved file, an API change or a rollback.
+
+    ``started`` and ``stopped`` name the plugins switched on and off; ``rollback_to`` is the
+    version a rollback restored.
+    """
+
+    event_type = "kernel.config_applied"
+
+    version: int | None
+    generation: int
+    source: str
+    rollback_to: int | None = None
+    started: list[str] = []
+    stopped: list[str] = []
+    restarted: list[str] = []
+    reconfigured: list[str] = []
+
+
 def event_class(event_type: str) -> type[Event] | None:
     """Return the class registered for ``event_type``, if its module has been imported."""
     return _EVENT_TYPES.get(event_type)
@@ -60,6 +81,8 @@ class Envelope:
     occurred_at: datetime
     tenant_id: str | None = None
     attempt: int = 1
+    # Carried with the event through the outbox: entries added by the ``event_metadata`` hook (trace context).
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def event(self) -> Event | None:
@@ -68,7 +91,9 @@ class Envelope:
         return cls.model_validate(self.payload) if cls is not None else None
 
     @classmethod
-    def wrap(cls, event: Event, *, idempotency_key: str | None = None, tenant_id: str | None = None) -> Envelope:
+    def wrap(
+        cls, event: Event, *, idempotency_key: str | None = None, tenant_id: str | None = None, metadata: dict[str, str] | None = None
+    ) -> Envelope:
         if not event.event_type:
             raise TypeError(f"{type(event).__name__} has no event_type; set the class attribute event_type")
         event_id = str(uuid.uuid4())
@@ -79,6 +104,7 @@ class Envelope:
             idempotency_key=idempotency_key or event_id,
             occurred_at=datetime.now(UTC),
             tenant_id=tenant_id,
+            metadata=dict(metadata or {}),
         )
 
 
@@ -87,12 +113,15 @@ class EventHandler:
     """A subscription: ``handle`` is called with each :class:`Envelope` whose type is in ``events``.
 
     ``name`` must be stable across restarts: the outbox records delivery per handler name.
-    ``events`` holds event classes or type names; ``"*"`` matches every event.
+    ``events`` holds event classes or type names; ``"*"`` matches every event. ``plugin`` is set by
+    the kernel to the plugin that registered the handler: the handler runs as that plugin's service
+    actor (``kernel.service_actor(plugin)``, readable with :func:`botcriptofy.acting_actor`).
     """
 
     name: str
     handle: Callable[[Envelope], Awaitable[None] | None]
     events: tuple[type[Event] | str, ...] = ("*",)
+    plugin: str | None = None
     types: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,7 +161,7 @@ class EventBus:
         and delivered after it commits; without ``session`` it is written in a transaction of its
         own. Without an outbox it is delivered in process right away.
         """
-        envelope = Envelope.wrap(event, idempotency_key=idempotency_key, tenant_id=tenant_id)
+        envelope = Envelope.wrap(event, idempotency_key=idempotency_key, tenant_id=tenant_id, metadata=self._metadata(event.event_type))
         outbox = self._kernel.outbox()
         if outbox is not None:
             await outbox.add([envelope], session=session)
@@ -141,6 +170,32 @@ class EventBus:
                 raise RuntimeError("an event was published in a transaction but no plugin provides an outbox; enable the storage plugin")
             await self.deliver(envelope)
         return envelope
+
+    def _metadata(self, event_type: str) -> dict[str, str]:
+        """What the plugins' ``event_metadata`` hooks add to an event being published."""
+        found: dict[str, str] = {}
+        hook = self._kernel.hook.event_metadata
+        for impl in hook.get_hookimpls():
+            try:
+                added = cast("dict[str, str] | None", impl.function(kernel=self._kernel, event_type=event_type))
+            except Exception:
+                log.exception("plugin '%s', hook 'event_metadata' failed", impl.plugin_name, extra={"plugin": impl.plugin_name})
+                continue
+            if added:
+                found.update({str(key): str(value) for key, value in added.items()})
+        return found
+
+    def _delivery_contexts(self, envelope: Envelope, handler: EventHandler) -> list[AbstractContextManager[Any]]:
+        found: list[AbstractContextManager[Any]] = []
+        for impl in self._kernel.hook.event_delivery.get_hookimpls():
+            try:
+                context = cast("AbstractContextManager[Any] | None", impl.function(kernel=self._kernel, envelope=envelope, handler=handler))
+            except Exception:
+                log.exception("plugin '%s', hook 'event_delivery' failed", impl.plugin_name, extra={"plugin": impl.plugin_name})
+                continue
+            if context is not None:
+                found.append(context)
+        return found
 
     def handler_names(self, event_type: str) -> list[str]:
         return [h.name for h in self.handlers if h.matches(event_type)]
@@ -153,10 +208,29 @@ class EventBus:
             if not handler.matches(envelope.type) or (wanted is not None and handler.name not in wanted):
                 continue
             try:
-                await await_me_maybe(handler.handle(envelope))
+                actor = await self._kernel.service_actor(handler.plugin) if handler.plugin is not None else None
+                with acting_as(actor), ExitStack() as stack:
+                    for context in self._delivery_contexts(envelope, handler):
+                        try:
+                            stack.enter_context(context)
+                        except Exception:
+                            log.exception("an event_delivery context failed to enter", extra={"handler": handler.name})
+                    await await_me_maybe(handler.handle(envelope))
             except Exception as error:
                 log.exception("event handler failed", extra={"handler": handler.name, "event_type": envelope.type, "event_id": envelope.id})
                 outcome[handler.name] = error
             else:
                 outcome[handler.name] = None
         return outcome
+
+
+class NotificationRequested(Event):
+    """The event ``kernel.notify`` publishes: the notifications plugin routes it to people and channels.
+
+    Published through the transactional outbox when ``notify`` is given a session: committed, the
+    notification is delivered at least once; rolled back, never.
+    """
+
+    event_type: ClassVar[str] = "kernel.notification_requested"
+
+    notification: dict[str, Any]

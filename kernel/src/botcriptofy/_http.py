@@ -6,6 +6,8 @@ string and the response. The same models validate requests and describe them in 
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -13,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Router
 from starlette.routing import Route as _StarletteRoute
 from starlette.types import Receive, Scope, Send
 
-from ._errors import ProblemError
+from ._errors import ProblemError, ServiceUnavailable
 from ._types import Actor
 from ._util import await_me_maybe
 
@@ -32,6 +34,9 @@ PROBLEM_JSON = "application/problem+json"
 KERNEL_SCOPE_KEY = "botcriptofy.kernel"
 _ACTOR_SCOPE_KEY = "botcriptofy.actor"
 _UNRESOLVED = object()
+UNAVAILABLE_SCOPE_KEY = "botcriptofy.unavailable"
+RESPONSE_HEADERS_SCOPE_KEY = "botcriptofy.response_headers"
+STATUS_SCOPE_KEY = "botcriptofy.status"
 DEFAULT_MAX_BODY = 1024 * 1024
 
 Endpoint = Callable[..., Awaitable[Any]]
@@ -51,6 +56,52 @@ async def current_actor(request: Request) -> Actor | None:
         actor = await await_me_maybe(kernel.hook.actor_from_request(kernel=kernel, request=request))
         request.scope[_ACTOR_SCOPE_KEY] = actor
     return actor  # type: ignore[no-any-return]
+
+
+async def cached_actor(request: Request | Scope) -> Actor | None:
+    """The caller if it is already known: resolved earlier in this request, or by the ``cached_actor`` hook.
+
+    Never verifies credentials nor reads a database: None means "not known cheaply" (anonymous, or
+    credentials to resolve with :func:`current_actor`). A caller found is kept for the request, so
+    :func:`current_actor` and :func:`require` return it without calling ``actor_from_request``.
+    """
+    scope = request.scope if isinstance(request, Request) else request
+    actor = scope.get(_ACTOR_SCOPE_KEY, _UNRESOLVED)
+    if actor is not _UNRESOLVED:
+        return actor  # type: ignore[no-any-return]
+    kernel: Kernel = scope[KERNEL_SCOPE_KEY]
+    hook = kernel.hook.cached_actor
+    if not hook.get_hookimpls():
+        return None
+    found = await await_me_maybe(hook(kernel=kernel, request=request if isinstance(request, Request) else Request(scope)))
+    if found is not None:
+        scope[_ACTOR_SCOPE_KEY] = found
+    return found  # type: ignore[no-any-return]
+
+
+def add_response_headers(scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Have the kernel's edge add ``headers`` (lower-case ASGI pairs) to this request's response.
+
+    A middleware that only adds headers need not wrap ``send``: the edge, which wraps it anyway,
+    appends them to the response start. Returns False when the request is not served through the
+    edge (a plain Starlette app): the caller then wraps ``send`` itself.
+    """
+    pending = scope.get(RESPONSE_HEADERS_SCOPE_KEY)
+    if pending is None:
+        return False
+    pending.extend(headers)
+    return True
+
+
+def response_status(scope: Scope) -> int | None:
+    """The status of this request's response once the edge has seen it start (0 before); None without the edge.
+
+    A middleware that only needs the status after the response (metrics, penalties) reads it here
+    when the inner app returns, instead of wrapping ``send``.
+    """
+    if RESPONSE_HEADERS_SCOPE_KEY not in scope:
+        return None
+    return scope.get(STATUS_SCOPE_KEY, 0)  # type: ignore[no-any-return]
 
 
 async def require(request: Request, permission: str | None = None) -> Actor:
@@ -99,12 +150,31 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def unsupported_media_type(content_type: str | None) -> ProblemError:
+    got = f"'{content_type}'" if content_type else "no Content-Type"
+    return ProblemError(
+        415,
+        "Unsupported Media Type",
+        f"This endpoint takes a JSON body: send it with 'Content-Type: application/json' (got {got}).",
+        headers={"Accept": "application/json"},
+    )
+
+
 class Route(_StarletteRoute):
     """A Starlette route with declared models, permissions and OpenAPI metadata.
 
     The endpoint is ``async def endpoint(request, *, body=..., query=...)`` and returns a model,
     a JSON-serialisable value or a Starlette response. ``body`` and ``query`` are passed only when
     their model is declared. ``permission`` (``department:action``) implies ``authenticated``.
+    A body must come as ``application/json`` (or a ``+json`` type): anything else is a 415.
+    ``operations=True`` marks an operational endpoint (like ``/metrics``), restricted by
+    ``kernel.operations_access``. ``responses`` adds statuses the route can answer to the OpenAPI
+    document (``{409: "Email already registered"}``).
     """
 
     def __init__(
@@ -125,6 +195,7 @@ class Route(_StarletteRoute):
         include_in_schema: bool = True,
         max_body: int = DEFAULT_MAX_BODY,
         responses: dict[int, str] | None = None,
+        operations: bool = False,
     ) -> None:
         self.declared_endpoint = endpoint
         self.body_model = body
@@ -138,6 +209,7 @@ class Route(_StarletteRoute):
         self.tags = tuple(tags)
         self.max_body = max_body
         self.responses = dict(responses or {})
+        self.operations = operations
         super().__init__(
             path,
             self._handle,
@@ -147,6 +219,22 @@ class Route(_StarletteRoute):
         )
 
     async def _handle(self, request: Request) -> Response:
+        try:
+            return await self._run(request)
+        except ProblemError:
+            raise
+        except ClientDisconnect:
+            log_client_disconnect(request.scope)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except Exception as error:
+            problem = await translate(request.scope.get(KERNEL_SCOPE_KEY), error)
+            if problem is None:
+                raise
+            raise problem from error
+
+    async def _run(self, request: Request) -> Response:
+        if self.operations:
+            await require_operations(request)
         if self.authenticated:
             await require(request, self.permission)
         kwargs: dict[str, Any] = {}
@@ -156,7 +244,12 @@ class Route(_StarletteRoute):
             except ValidationError as error:
                 raise validation_problem(error, "query") from None
         if self.body_model is not None:
+            content_type = request.headers.get("content-type")
+            if content_type is not None and not _is_json(content_type):
+                raise unsupported_media_type(content_type)
             raw = await read_body(request, self.max_body)
+            if content_type is None and raw:
+                raise unsupported_media_type(None)
             try:
                 kwargs["body"] = self.body_model.model_validate_json(raw or b"null")
             except ValidationError as error:
@@ -211,12 +304,29 @@ class IndexedRouter(Router):
 # ---------------------------------------------------------------------------------------------
 
 
+# Not sent to anyone (the client is gone); named after the status proxies log for it.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def log_client_disconnect(scope: Scope) -> None:
+    """Log, at info level, a client that went away before sending its whole request: not a server error."""
+    client = scope.get("client")
+    log.info(
+        "client disconnected before sending the whole request: %s %s",
+        scope.get("method", ""),
+        scope.get("path", ""),
+        extra={"method": scope.get("method", ""), "path": scope.get("path", ""), "client": client[0] if client else None},
+    )
+
+
 def problem_response(problem: ProblemError) -> Response:
     return JSONResponse(problem.to_dict(), problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
 
 async def handle_error(request: Request, error: Exception) -> Response:
     """Render any error as problem+json, unless a plugin's ``render_error`` answers first."""
+    if isinstance(error, ServiceUnavailable):
+        request.scope[UNAVAILABLE_SCOPE_KEY] = error.dependency
     kernel = request.scope.get(KERNEL_SCOPE_KEY)
     if kernel is not None:
         custom = await await_me_maybe(kernel.hook.render_error(kernel=kernel, request=request, error=error))
@@ -224,6 +334,9 @@ async def handle_error(request: Request, error: Exception) -> Response:
             return custom  # type: ignore[no-any-return]
     if isinstance(error, ProblemError):
         return problem_response(error)
+    if isinstance(error, ClientDisconnect):
+        log_client_disconnect(request.scope)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     if isinstance(error, HTTPException):
         headers = dict(error.headers or {})
         title, detail = "HTTP error", str(error.detail)
@@ -245,6 +358,81 @@ def _allowed_methods(request: Request) -> list[str]:
         if isinstance(route, _StarletteRoute) and route.path_regex.match(request.url.path):
             methods |= set(route.methods or ())
     return sorted(methods)
+
+
+async def translate(kernel: Kernel | None, error: Exception) -> ProblemError | None:
+    """Return ``error`` as a problem: itself when it is one, else what a plugin's ``translate_error`` makes of it."""
+    if isinstance(error, ProblemError):
+        return error
+    if kernel is None:
+        return None
+    try:
+        found = await await_me_maybe(kernel.hook.translate_error(kernel=kernel, error=error))
+    except Exception:
+        log.exception("hook 'translate_error' failed while translating %r", error, extra={"hook": "translate_error"})
+        return None
+    return found if isinstance(found, ProblemError) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Operational endpoints
+# ---------------------------------------------------------------------------------------------
+
+
+PROXY_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip", b"via")
+
+
+def is_local_client(request: Request) -> bool:
+    """Whether the TCP peer is loopback and no proxy may be standing in for another client."""
+    if kernel_of(request).kernel_settings.trusted_proxies:
+        return False  # a proxy forwards remote clients; its own (loopback) address proves nothing
+    if any(name in PROXY_HEADERS for name, _ in request.scope.get("headers", ())):
+        return False
+    host = request.client.host if request.client else ""
+    try:
+        return host == "testclient" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _presented_token(request: Request) -> str | None:
+    token = request.headers.get("x-operations-token")
+    if token is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else None
+    return token
+
+
+async def operations_allowed(request: Request) -> bool:
+    """Whether the caller may read the operational endpoints (``kernel.operations_access``: any listed way grants)."""
+    settings = kernel_of(request).kernel_settings
+    ways = settings.operations_access
+    if "public" in ways:
+        return True
+    if "token" in ways:
+        expected = settings.operations_token.get_secret_value()
+        presented = _presented_token(request)
+        if expected and presented is not None and hmac.compare_digest(presented.encode(), expected.encode()):
+            return True
+    if "loopback" in ways and is_local_client(request):
+        return True
+    if "permission" in ways:
+        actor = await current_actor(request)
+        if actor is not None and actor.can(settings.operations_permission):
+            return True
+    return False
+
+
+async def require_operations(request: Request) -> None:
+    """Refuse with 403 a caller that ``kernel.operations_access`` does not let read operational endpoints."""
+    if not await operations_allowed(request):
+        settings = kernel_of(request).kernel_settings
+        raise ProblemError(
+            403,
+            "Forbidden",
+            f"This operational endpoint is restricted (kernel.operations_access = {list(settings.operations_access)}): "
+            "present the operations token, call from loopback, or hold the configured permission, as the operator allows.",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,8 +461,34 @@ def _walk(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, 
             yield from _walk(route.routes, prefix + route.path)
 
 
-def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
-    """Build the OpenAPI 3.1 document of every declared route."""
+DEFAULT_SECURITY_SCHEMES: dict[str, dict[str, Any]] = {"bearer": {"type": "http", "scheme": "bearer"}}
+_IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Send the same key again to retry safely: the first response is returned and the work runs once (24 h).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def security_schemes(kernel: Kernel | None) -> dict[str, dict[str, Any]]:
+    """The security schemes plugins declare through ``register_security_schemes`` (a bearer token when none does)."""
+    schemes: dict[str, dict[str, Any]] = {}
+    if kernel is not None:
+        for declared in kernel.hook.register_security_schemes(kernel=kernel):
+            schemes.update(declared or {})
+    return schemes or dict(DEFAULT_SECURITY_SCHEMES)
+
+
+def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str, kernel: Kernel | None = None) -> dict[str, Any]:
+    """Build the OpenAPI 3.1 document of every declared route.
+
+    Besides each route's own statuses, every operation may answer 503 (a dependency is down) and,
+    when a rate limiter is enabled, 429; unsafe ``/v1`` operations take ``Idempotency-Key``.
+    """
+    schemes = security_schemes(kernel)
+    rate_limited = kernel is not None and kernel.rate_limiter() is not None
     declared = list(_walk(routes))
     inputs: list[tuple[Any, Any, TypeAdapter[Any]]] = []
     for _, route in declared:
@@ -319,12 +533,22 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
         if route.body_model is not None:
             responses["400"] = {"description": "Malformed JSON", **problem}
             responses["413"] = {"description": "Request body too large", **problem}
+            responses["415"] = {"description": "The body is not JSON (send Content-Type: application/json)", **problem}
         if route.authenticated:
             responses["401"] = {"description": "Unauthorized", **problem}
         if route.permission:
             responses["403"] = {"description": "Forbidden", **problem}
+        if route.operations:
+            responses["401"] = {"description": "Unauthorized", **problem}
+            responses["403"] = {"description": "Restricted by kernel.operations_access", **problem}
         for status, description in route.responses.items():
             responses.setdefault(str(status), {"description": description, **problem})
+        if _PATH_PARAM.search(path):
+            # A path with an id names something that may not exist, or not for this caller.
+            responses.setdefault("404", {"description": "No such resource", **problem})
+        if rate_limited:
+            responses.setdefault("429", {"description": "Too many requests: retry after Retry-After seconds", **problem})
+        responses.setdefault("503", {"description": "A dependency is unavailable: retry after Retry-After seconds", **problem})
         for method in sorted(route.methods or ()):
             if method == "HEAD":
                 continue
@@ -333,15 +557,24 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
                 operation["summary"] = route.summary
             if route.tags:
                 operation["tags"] = list(route.tags)
-            if parameters:
-                operation["parameters"] = parameters
+            operation_parameters = list(parameters)
+            if method in _UNSAFE and template.startswith("/v1/"):
+                operation_parameters.append(_IDEMPOTENCY_PARAMETER)
+                operation["responses"] = {
+                    **responses,
+                    "400": responses.get("400", {"description": "Invalid Idempotency-Key", **problem}),
+                    "409": responses.get("409", {"description": "A request with this Idempotency-Key is in progress", **problem}),
+                    "422": responses.get("422", {"description": "Idempotency-Key reused for another request", **problem}),
+                }
+            if operation_parameters:
+                operation["parameters"] = operation_parameters
             if route.body_model is not None:
                 operation["requestBody"] = {
                     "required": True,
                     "content": {"application/json": {"schema": schema_of(route, "body")}},
                 }
             if route.authenticated:
-                operation["security"] = [{"bearer": []}]
+                operation["security"] = [{name: []} for name in schemes]
             paths.setdefault(template, {})[method.lower()] = operation
     schemas = dict(definitions)
     schemas["Problem"] = _PROBLEM_SCHEMA
@@ -349,5 +582,5 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": schemes},
     }

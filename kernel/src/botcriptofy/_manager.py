@@ -40,17 +40,45 @@ class PluginInfo:
     hooks: tuple[str, ...] = ()
     builtin: bool = False
     error: str | None = field(default=None, compare=False)
+    loaded_version: str | None = field(default=None, compare=False)
+
+    @property
+    def running_version(self) -> str:
+        """The version of the code this process runs: the one installed when it first imported the plugin."""
+        return self.loaded_version or self.version
+
+    @property
+    def restart_pending(self) -> bool:
+        """Whether another version is installed than the one running (new code needs a restart of the workers)."""
+        return self.running_version != self.version
 
     @property
     def live_keys(self) -> frozenset[str]:
         return self.schema.live if self.schema is not None else frozenset()
 
+    @property
+    def guarded_keys(self) -> frozenset[str]:
+        return self.schema.guarded if self.schema is not None else frozenset()
+
     def refused(self, error: BaseException | str) -> PluginInfo:
         return replace(self, error=str(error))
 
 
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, which also adds the hook specifications a plugin contributes through ``register_hookspecs``."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        for impl in self.hook.register_hookspecs.get_hookimpls():
+            if impl.plugin is plugin:
+                contributed: Any = impl.function()
+                for specs in contributed or ():
+                    self.add_hookspecs(specs)
+        return registered
+
+
 def new_plugin_manager() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager(PROJECT)
+    manager = PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
     return manager
 
@@ -115,14 +143,24 @@ def inspect_plugin(
                 )
             )
         if schema is not None:
-            unknown_live = schema.live - set(schema.model.model_fields)
-            if unknown_live:
+            for kind, keys in (("live", schema.live), ("guarded", schema.guarded)):
+                unknown = keys - set(schema.model.model_fields)
+                if unknown:
+                    return info.refused(
+                        PluginError(
+                            name,
+                            f"declares {kind} keys that are not settings: {', '.join(sorted(unknown))}",
+                            hook="plugin_settings_schema",
+                            fix=f"list only fields of the settings model in {kind}.",
+                        )
+                    )
+            if schema.live & schema.guarded:
                 return info.refused(
                     PluginError(
                         name,
-                        f"declares live keys that are not settings: {', '.join(sorted(unknown_live))}",
+                        f"declares keys both live and guarded: {', '.join(sorted(schema.live & schema.guarded))}",
                         hook="plugin_settings_schema",
-                        fix="list only fields of the settings model in live.",
+                        fix="a guarded key (a backend address) is never live; remove it from live.",
                     )
                 )
             try:
@@ -150,6 +188,7 @@ def _explain(name: str, error: pluggy.PluginValidationError) -> PluginError:
 
 
 _loaded: dict[tuple[str, str, str], Any] = {}
+_first_loaded: dict[str, str] = {}
 
 
 def discover() -> dict[str, PluginInfo]:
@@ -183,8 +222,13 @@ def discover() -> dict[str, PluginInfo]:
             )
             continue
         _loaded[cache_key] = plugin
-        found[name] = inspect_plugin(
-            name, plugin, version=version, distribution=dist_name, kernel_requirement=str(requirement) if requirement else None
+        # Python imports a module once: a version installed later is not the code that runs until a restart.
+        loaded_version = _first_loaded.setdefault(getattr(plugin, "__name__", name), version)
+        found[name] = replace(
+            inspect_plugin(
+                name, plugin, version=version, distribution=dist_name, kernel_requirement=str(requirement) if requirement else None
+            ),
+            loaded_version=loaded_version,
         )
     for info in found.values():
         if info.error:

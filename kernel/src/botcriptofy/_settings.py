@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dynaconf import Dynaconf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ._errors import ConfigError
 from ._util import flatten
@@ -21,7 +22,6 @@ from ._util import flatten
 ENVVAR_PREFIX = "BOTCRIPTOFY"
 SETTINGS_FILES = ("settings.toml", "settings.local.toml")
 SECRETS_FILE = ".secrets.toml"
-RESCAN_MARKER = ".rescan"
 ENVIRONMENTS = ("development", "testing", "production")
 # Keys Dynaconf (or the kernel's own environment variables) put into the settings object.
 _NOT_SETTINGS = {"env", "load_dotenv", "settings_dir", "environments", "envvar_prefix", "settings_file", "settings_files"}
@@ -35,6 +35,9 @@ class PluginSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+OperationsAccess = Literal["public", "loopback", "token", "permission"]
+
+
 class KernelSettings(PluginSettings):
     """The ``[kernel]`` section."""
 
@@ -42,10 +45,60 @@ class KernelSettings(PluginSettings):
     state_dir: str = Field("var", description="Where the kernel keeps its state (configuration history).")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body a declared route reads.")
     drain_timeout: float = Field(30.0, gt=0, description="Seconds an old generation may keep serving before its plugins stop.")
+    stop_timeout: float = Field(30.0, gt=0, description="Seconds one plugin's shutdown may take before it is abandoned (logged).")
     admin_without_auth: Literal["loopback", "deny"] = Field(
         "loopback", description="Who may use /v1/admin/* while no identity plugin is enabled."
     )
     log_level: str = "INFO"
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto headers are honoured (default: none). "
+        "Applies at the next restart.",
+    )
+    start_retry_initial: float = Field(1.0, gt=0, description="Seconds before retrying a plugin that failed to start at boot.")
+    start_retry_max: float = Field(60.0, gt=0, description="Longest delay between retries (the delay doubles each time).")
+    lazy_formats: bool = Field(
+        False,
+        description="Let settings files on disk use Dynaconf's lazy formats and converters (@format, @jinja, @read_file, @get, @int, …). "
+        "Off: such a value is refused. Settings sent over the API or the CLI never use them.",
+    )
+
+    # -- HTTP edge: security headers, CORS, operational endpoints, idempotency (see docs/operations.md) --
+    hsts: Literal["tls", "always", "off"] = Field(
+        "tls", description="Send Strict-Transport-Security: on requests served over TLS (tls), on every response (always), or never."
+    )
+    hsts_max_age: int = Field(31_536_000, ge=0, description="max-age of Strict-Transport-Security, in seconds.")
+    referrer_policy: str = Field("no-referrer", description="The Referrer-Policy header on every response.")
+    content_security_policy: str = Field(
+        "default-src 'none'; frame-ancestors 'none'",
+        description="The Content-Security-Policy header on responses that do not set their own.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser (CORS); empty turns CORS off."
+    )
+    cors_allow_credentials: bool = Field(False, description="Let browsers send cookies and credentials cross-origin (CORS).")
+    operations_access: list[OperationsAccess] = Field(
+        default_factory=lambda: list[OperationsAccess](["public"]),
+        description="Who may read /metrics, /-/plugins and the detailed /-/ready: any of the listed ways grants access.",
+    )
+    operations_token: SecretStr = Field(
+        SecretStr(""), description="The token for operations_access 'token' (Authorization: Bearer or X-Operations-Token)."
+    )
+    operations_permission: str = Field("configuration:read", description="The permission for operations_access 'permission'.")
+    idempotency_ttl: float = Field(86_400.0, gt=0, description="Seconds an Idempotency-Key and its response are kept.")
+    idempotency_lease: float = Field(
+        60.0, gt=0, description="Seconds a request in progress holds its Idempotency-Key before a retry may take it over."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (for example 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
 
 
 class PluginsSection(PluginSettings):
@@ -86,6 +139,7 @@ class RawConfig:
     env: str
     data: dict[str, Any]
     files: dict[str, str]
+    lazy: bool = False
 
     @property
     def digest(self) -> str:
@@ -126,8 +180,90 @@ class RawConfig:
         return best[1]
 
 
+def _dynaconf_tokens() -> frozenset[str]:
+    from dynaconf.utils.parse_conf import converters
+
+    return frozenset(converters)
+
+
+def _dynamic_value(value: str) -> str | None:
+    """Return the Dynaconf token (``@format``, ``@read_file``, …) that ``value`` starts with, if any."""
+    head = value.lstrip().lstrip("'").partition(" ")[0].lower()
+    return head if head in _dynaconf_tokens() else None
+
+
+def find_dynamic(document: Any, prefix: str = "") -> tuple[str, str] | None:
+    """Return ``(dotted key, what)`` of the first Dynaconf directive in a parsed document: a lazy value or a ``dynaconf_*`` key."""
+    if isinstance(document, Mapping):
+        for key, value in document.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if str(key).lower().startswith("dynaconf"):
+                return dotted, f"the Dynaconf directive '{key}'"
+            found = find_dynamic(value, dotted)
+            if found:
+                return found
+    elif isinstance(document, list):
+        for position, value in enumerate(document):
+            found = find_dynamic(value, f"{prefix}[{position}]")
+            if found:
+                return found
+    elif isinstance(document, str):
+        token = _dynamic_value(document)
+        if token:
+            return prefix, f"a Dynaconf '{token}' value"
+    return None
+
+
+def _settings_key(dotted: str) -> str:
+    """Drop the environment table from a key found in a file (``default.storage.url`` → ``storage.url``)."""
+    head, _, rest = dotted.partition(".")
+    return rest if head.lower() in (*ENVIRONMENTS, "default") and rest else dotted
+
+
+def refuse_dynamic(text: str, *, file: str) -> None:
+    """Refuse settings text sent over the API or the CLI that Dynaconf would evaluate: it is plain TOML only."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"invalid TOML: {error}", file=file) from None
+    found = find_dynamic(document)
+    if found:
+        key, what = found
+        raise ConfigError(
+            f"{what} is not accepted in settings sent over the API or the command line: they are plain TOML. "
+            "Write the value itself, or put secrets in the environment or .secrets.toml.",
+            file=file,
+            key=_settings_key(key),
+        )
+
+
+def settings_file_name(name: str) -> str:
+    """Return ``name`` if it can be a settings file in the settings directory; raise :class:`ValueError` otherwise."""
+    if not name.endswith(".toml") or name.startswith(".") or any(c in name for c in "/\\\0") or not name.isprintable():
+        raise ValueError("must be the name of a settings file (*.toml) in the settings directory: no path separators, NUL or dot files")
+    return name
+
+
+def _new_dynaconf(directory: Path, present: list[str], env: str, *, lazy: bool) -> Dynaconf:
+    return Dynaconf(
+        settings_files=present,
+        root_path=str(directory),
+        environments=True,
+        env=env,
+        envvar_prefix=ENVVAR_PREFIX,
+        env_switcher=f"{ENVVAR_PREFIX}_ENV",
+        merge_enabled=True,
+        load_dotenv=False,
+        auto_cast=lazy,
+    )
+
+
 def load(directory: Path, env: str | None = None) -> RawConfig:
-    """Load the settings directory through Dynaconf; raise :class:`ConfigError` for unreadable files."""
+    """Load the settings directory through Dynaconf; raise :class:`ConfigError` for unreadable files.
+
+    Values are plain: Dynaconf's lazy formats and converters are refused unless ``kernel.lazy_formats``
+    (read from the plain files and environment first) lets the files on disk use them.
+    """
     directory = Path(directory).resolve()
     if not directory.is_dir():
         raise ConfigError("the settings directory does not exist; pass --settings DIR or set BOTCRIPTOFY_SETTINGS_DIR", file=str(directory))
@@ -135,6 +271,7 @@ def load(directory: Path, env: str | None = None) -> RawConfig:
     if env not in ENVIRONMENTS:
         raise ConfigError(f"unknown environment '{env}'; use one of {', '.join(ENVIRONMENTS)}", key=f"{ENVVAR_PREFIX}_ENV")
     files: dict[str, str] = {}
+    documents: dict[str, dict[str, Any]] = {}
     present: list[str] = []
     for name in (*SETTINGS_FILES, SECRETS_FILE):
         path = directory / name
@@ -154,25 +291,43 @@ def load(directory: Path, env: str | None = None) -> RawConfig:
                 key=unknown_envs[0],
             )
         present.append(name)
+        documents[name] = document
         if name != SECRETS_FILE:
             files[name] = text
-    dynaconf = Dynaconf(
-        settings_files=present,
-        root_path=str(directory),
-        environments=True,
-        env=env,
-        envvar_prefix=ENVVAR_PREFIX,
-        env_switcher=f"{ENVVAR_PREFIX}_ENV",
-        merge_enabled=True,
-        load_dotenv=False,
-    )
+    data = _as_dict(_new_dynaconf(directory, present, env, lazy=False), directory)
+    kernel_section = data.get("kernel")
+    lazy = isinstance(kernel_section, dict) and kernel_section.get("lazy_formats") is True
+    if lazy:
+        data = _as_dict(_new_dynaconf(directory, present, env, lazy=True), directory)
+        return RawConfig(directory=directory, env=env, data=data, files=files, lazy=True)
+    for name, document in documents.items():
+        found = find_dynamic(document)
+        if found:
+            key, what = found
+            raise ConfigError(
+                f"{what} is not evaluated: Dynaconf's lazy formats are off. Write the value itself, "
+                "or let the files on disk use them with [kernel] lazy_formats = true (see docs/operations.md).",
+                file=str(directory / name),
+                key=_settings_key(key),
+            )
+    raw = RawConfig(directory=directory, env=env, data=data, files=files)
+    found = find_dynamic({key: value for key, value in data.items()})
+    if found:
+        key, what = found
+        raise ConfigError(f"{what} is not evaluated: Dynaconf's lazy formats are off. Set the value itself.", file=raw.locate(key), key=key)
+    return raw
+
+
+def _as_dict(dynaconf: Dynaconf, directory: Path) -> dict[str, Any]:
     try:
         data = _lower(dynaconf.as_dict())
-    except Exception as error:  # Dynaconf reports bad environment values this way
-        raise ConfigError(f"cannot load settings: {error}", file=str(directory)) from None
+    except Exception as error:  # Dynaconf reports bad environment values this way; its message may quote them
+        raise ConfigError(
+            f"cannot load settings ({type(error).__name__}); check the BOTCRIPTOFY_* environment variables", file=str(directory)
+        ) from None
     for key in _NOT_SETTINGS:
         data.pop(key, None)
-    return RawConfig(directory=directory, env=env, data=data, files=files)
+    return data  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -253,9 +408,25 @@ def _validate_section(raw: RawConfig, name: str, model: type[BaseModel]) -> Base
         reason = first["msg"]
         if first["type"] == "extra_forbidden":
             reason = f"unknown setting (the '{name}' section accepts: {', '.join(model.model_fields)})"
+        source = raw.locate(key)
+        if _sensitive(raw, model, first["loc"], source):
+            # Never echo what may be a secret, or a value read from the environment or (lazily) from a file.
+            if first["type"] in ("value_error", "assertion_error"):
+                reason = "invalid value"
+            reason = f"{reason} (the value is not shown)"
         elif "input" in first and first["type"] != "missing":
             reason = f"{reason} (got {first['input']!r})"
-        raise ConfigError(reason, file=raw.locate(key), key=key) from None
+        raise ConfigError(reason, file=source, key=key) from None
+
+
+def _sensitive(raw: RawConfig, model: type[BaseModel], loc: tuple[int | str, ...], source: str) -> bool:
+    """Whether a value must not appear in an error: a secret field, or a value from the environment or a lazy format."""
+    if raw.lazy or source.startswith("environment variable"):
+        return True
+    if any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc):
+        return True
+    field_info = model.model_fields.get(str(loc[0])) if loc else None
+    return field_info is not None and "Secret" in repr(field_info.annotation)
 
 
 def diff(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

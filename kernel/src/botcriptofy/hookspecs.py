@@ -16,27 +16,46 @@ from typing import TYPE_CHECKING, Any
 from ._markers import hookspec
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from datetime import datetime
+
     import click
     from pydantic import BaseModel
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import BaseRoute
 
-    from ._events import EventHandler, Outbox
+    from ._errors import ProblemError
+    from ._events import Envelope, EventHandler, Outbox
+    from ._fleet import ConfigStore
     from ._kernel import Kernel
     from ._types import (
+        Activity,
         Actor,
+        ApprovalAction,
+        ApprovalRequest,
+        Approvals,
+        AuditRecord,
         Cache,
         Database,
         DataSubject,
         Entitlements,
         HealthCheck,
+        IdempotencyStore,
         Middleware,
         Migrations,
         Notification,
+        NotificationChannel,
+        Permission,
         QuotaDecision,
         RateLimiter,
+        Recipient,
+        Schedule,
+        SecretBox,
         SettingsSchema,
+        StaffCommand,
+        Workflow,
+        Workflows,
     )
 
 
@@ -133,6 +152,61 @@ def render_error(kernel: Kernel, request: Request, error: Exception) -> Response
 
 
 # ---------------------------------------------------------------------------------------------
+# HTTP edge: dependency errors, idempotency, OpenAPI security
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def translate_error(kernel: Kernel, error: Exception) -> ProblemError | None:
+    """Turn an error that escaped a route or a middleware into a problem, typically a dependency error into a 503.
+
+    Stops at first non-None result. Return :class:`botcriptofy.ServiceUnavailable` for errors
+    meaning "a dependency cannot serve now" (a database or Redis connection error, a pool
+    timeout) so the client gets 503 with ``Retry-After`` on a connection that stays usable, not a
+    500. Called only for errors that are not already a :class:`botcriptofy.ProblemError`.
+
+    :param error: the exception raised while handling a request.
+    :return: the problem to answer with, or None when the plugin does not know the error.
+    """
+
+
+@hookspec(firstresult=True)
+def idempotency_store(kernel: Kernel) -> IdempotencyStore | None:
+    """Provide the durable store of ``Idempotency-Key`` records shared by every worker.
+
+    Stops at first non-None result. Without one, the kernel keeps keys in process memory (one
+    process only, lost on restart).
+
+    :return: the store, or None.
+    """
+
+
+@hookspec(firstresult=True)
+def config_store(kernel: Kernel) -> ConfigStore | None:
+    """Provide the configuration store a fleet of hosts shares (fleet mode).
+
+    Stops at first non-None result. With a store, the store's current version is this host's
+    configuration: the runtime applies it before the worker is ready, whenever the store says it
+    changed and every ``reconcile_interval``; the API and the CLI publish validated changes to it;
+    an edit of this host's shared files is reported as drift, never applied. Without one (the
+    default), this host's settings files are its configuration.
+
+    :return: the store, or None.
+    """
+
+
+@hookspec
+def register_security_schemes(kernel: Kernel) -> dict[str, dict[str, Any]] | None:
+    """Declare the credentials the identity plugin accepts, as OpenAPI security scheme objects by name.
+
+    ``/openapi.json`` lists them under ``components.securitySchemes``, and every operation that
+    needs credentials accepts any one of them.
+
+    :return: ``{name: security scheme object}``, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
 # Identity
 # ---------------------------------------------------------------------------------------------
 
@@ -145,6 +219,49 @@ def actor_from_request(kernel: Kernel, request: Request) -> Actor | None:
     credentials that are present but invalid; return None when there are none.
 
     :return: the actor, or None for an anonymous request.
+    """
+
+
+@hookspec(firstresult=True)
+def cached_actor(kernel: Kernel, request: Request) -> Actor | None:
+    """Return the caller when it is known from this process's memory, without verifying anything again.
+
+    Stops at first non-None result. Called before the flood guard by the rate limiter (and by
+    :func:`botcriptofy.cached_actor`): an implementation must not do I/O beyond in-process cache
+    reads, nor cryptography, and must answer None (never raise) for credentials it has not resolved
+    and checked before, or whose resolution was invalidated since (logout, revocation, role or plan
+    change). :func:`botcriptofy.current_actor` then resolves the caller through ``actor_from_request``.
+
+    :return: the actor resolved earlier for these credentials, or None.
+    """
+
+
+@hookspec
+def register_permissions(kernel: Kernel) -> list[Permission] | None:
+    """Declare the permissions the plugin's routes, commands and actions check, with their default grants.
+
+    The identity plugin merges every plugin's declarations into its permission catalogue, so a new
+    plugin's routes work for the intended roles without an operator editing grants.
+
+    :return: a list of permissions, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Service principals
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def service_actor(kernel: Kernel, name: str) -> Actor | None:
+    """Resolve the service principal that background work of ``name`` (a plugin or an agent) runs as.
+
+    Stops at first non-None result. The kernel runs event handlers inside this actor (readable
+    with :func:`botcriptofy.acting_actor`), so permission checks and the audit trail apply to
+    background work as they do to requests.
+
+    :param name: the plugin's or the agent's name.
+    :return: the actor, or None to let the kernel use a service actor with no permissions.
     """
 
 
@@ -240,7 +357,53 @@ def consume_quota(kernel: Kernel, tenant_id: str, quota: str, amount: int) -> Qu
 def send_notification(kernel: Kernel, notification: Notification) -> None:
     """Deliver a notification through the plugin's channel when it is addressed to it.
 
-    Broadcast: every channel plugin is called, each in isolation.
+    Broadcast: every channel plugin is called, each in isolation. The kernel calls it from
+    ``kernel.notify`` only while no plugin routes notifications (none subscribes to
+    :class:`botcriptofy.NotificationRequested`); channels of the notifications plugin implement
+    ``notification_channels`` instead.
+    """
+
+
+@hookspec
+def notification_channels(kernel: Kernel) -> list[NotificationChannel] | None:
+    """Contribute channels (e-mail, Telegram, ...) through which the notifications plugin delivers.
+
+    The notifications plugin resolves the address, applies preferences, deduplication and flood
+    caps, and calls each channel's ``send`` with a rendered :class:`botcriptofy.Delivery`, retrying
+    with backoff and logging every attempt.
+
+    :return: a list of channels, or None.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_recipients(kernel: Kernel, address: str) -> list[Recipient] | None:
+    """Resolve a notification address to the people behind it (the identity plugin implements this).
+
+    ``user:<id>``, ``department:<name>`` or ``department:<name>:<minimum role>``, ``tenant:<id>``
+    (its owner), ``email:<address>`` (the account with that address: how a plugin finds a person or
+    a tenant by e-mail without reading the identity plugin's tables). Disabled and deleted accounts
+    resolve to nobody, so they lose every channel at once.
+
+    Stops at first non-None result.
+
+    :return: the active people (possibly none), or None when the plugin does not know the address.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff commands
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_staff_commands(kernel: Kernel) -> list[StaffCommand] | None:
+    """Contribute staff commands: the same registry serves Telegram and ``POST /v1/staff/commands/{name}``.
+
+    A command belongs to the generation: disabling its plugin removes it from the next one.
+    Names are unique across plugins; a clash refuses the second plugin's command.
+
+    :return: a list of commands, or None.
     """
 
 
@@ -254,6 +417,28 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler] | None:
     """Subscribe to events; each handler is delivered every matching event at least once.
 
     :return: a list of handlers, or None.
+    """
+
+
+@hookspec
+def event_metadata(kernel: Kernel, event_type: str) -> dict[str, str] | None:
+    """Add entries to ``Envelope.metadata`` of an event being published (a trace context, for instance).
+
+    Called synchronously by ``kernel.events.publish``, in the publisher's context; the entries travel
+    with the event through the outbox to every handler. Keep it cheap; a failure is logged and ignored.
+
+    :return: string keys and values to merge, or None.
+    """
+
+
+@hookspec
+def event_delivery(kernel: Kernel, envelope: Envelope, handler: EventHandler) -> AbstractContextManager[Any] | None:
+    """Wrap one handler's delivery of an event: the kernel enters the returned context manager around the call.
+
+    Used to restore what ``event_metadata`` carried (a span as the handler's parent, for instance).
+    A failure to build or enter it is logged and the handler still runs.
+
+    :return: a context manager, or None.
     """
 
 
@@ -279,6 +464,25 @@ def register_metrics(kernel: Kernel) -> list[Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Business figures
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def business_metrics(kernel: Kernel, since: datetime, until: datetime) -> dict[str, int] | None:
+    """Report the business figures the plugin knows for the half-open window ``[since, until)``.
+
+    Agents and reports read the platform's KPIs through this hook without importing the plugins
+    that keep them. Each plugin returns only the figures it owns, as whole numbers (money in cents of
+    the platform currency), under documented names such as ``signups`` (identity) or
+    ``payments_failed`` and ``mrr_cents`` (billing); callers merge the dictionaries. A figure that is
+    a level rather than a count (``mrr_cents``, ``subscriptions_active``) is its value at ``until``.
+
+    :return: figures by name, or None when the plugin keeps none.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -288,6 +492,7 @@ def register_commands(cli: click.Group) -> None:
     """Add commands to the ``botcriptofy`` command line.
 
     A command that needs a started kernel decorates itself with :func:`botcriptofy.pass_kernel`.
+    ``@pass_kernel(needs=("database",))`` starts only the plugins implementing those hooks.
     """
 
 
@@ -311,4 +516,161 @@ def erase_subject_data(kernel: Kernel, subject: DataSubject) -> dict[str, Any] |
     Keep what the law obliges the platform to keep (such as invoices), anonymised where possible.
 
     :return: a report of what was erased and what was kept and why, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit trail
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def record_audit(kernel: Kernel, record: AuditRecord) -> None:
+    """Record one audit entry (the audit plugin appends it to its tamper-evident trail).
+
+    Broadcast, each recorder in isolation: a failing recorder is logged and the others still run.
+    Called by ``kernel.audit(...)``; without any implementation that call only logs, once.
+
+    :param record: who did what to which target, with its outcome; ids are pseudonymous and
+        ``details`` holds no secret.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Consent
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def has_consent(kernel: Kernel, subject: DataSubject, purpose: str) -> bool | None:
+    """Answer whether ``subject`` consents now to the processing ``purpose`` names (``marketing_email``).
+
+    Stops at first non-None result. Behind ``kernel.has_consent(subject, purpose)``; without an
+    answer, nothing was consented to and the kernel answers False.
+
+    :param purpose: a purpose of the consent ledger's settings.
+    :return: True or False, or None when the plugin keeps no consents.
+    """
+
+
+@hookspec(firstresult=True)
+def reauthenticate(kernel: Kernel, actor: Actor, credentials: dict[str, str]) -> bool | None:
+    """Check the caller's credentials again before a sensitive action (erasing an account).
+
+    Stops at first non-None result. ``credentials`` holds what the caller sent, such as
+    ``password`` and ``totp_code``; the identity plugin checks them as it would at login.
+
+    :return: True when they hold, False when they do not, None when the plugin does not know the actor.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Approvals
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def approvals(kernel: Kernel) -> Approvals | None:
+    """Provide the approvals service behind ``kernel.request_approval`` and ``kernel.decide_approval``.
+
+    Stops at first non-None result. Without one, requesting an approval is refused with a clear error.
+
+    :return: the approvals service, or None.
+    """
+
+
+@hookspec
+def register_approval_actions(kernel: Kernel) -> list[ApprovalAction] | None:
+    """Contribute the actions an approval can authorise; an approved request runs its action exactly once.
+
+    :return: a list of actions, or None.
+    """
+
+
+@hookspec
+def present_approval(kernel: Kernel, approval: ApprovalRequest) -> None:
+    """Show an approval request to the people who may decide it (staff channels implement this).
+
+    Broadcast, each channel in isolation. Called when the request is created and again when its
+    outcome is known (approved, rejected or expired), so channels can update what they showed.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def secret_box(kernel: Kernel) -> SecretBox | None:
+    """Provide the secret box that seals per-tenant secrets (exchange API keys, bot tokens) at rest.
+
+    Stops at first non-None result.
+
+    :return: the secret box, or None.
+    """
+
+
+@hookspec
+def reencrypt_secrets(kernel: Kernel, box: SecretBox) -> int | None:
+    """Re-seal under ``box.key_id`` every value the plugin sealed under an older key.
+
+    Broadcast, each plugin in isolation; ``botcriptofy secrets reencrypt`` calls it after a key rotation.
+
+    :param box: the kernel's secret box.
+    :return: how many values changed, or None when the plugin stores no sealed values.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugin hookspecs
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_hookspecs() -> list[Any] | None:
+    """Contribute hook specifications that other plugins implement (modules or classes of ``@hookspec`` functions).
+
+    Called when the plugin is registered, before anything else; its specs join the kernel's. An
+    implementation in another plugin is marked ``@hookimpl(optionalhook=True)``, so that plugin
+    still loads when the one that declares the hook is not installed.
+
+    :return: a list of modules or classes, or None.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules and workflows
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_schedules(kernel: Kernel) -> list[Schedule] | None:
+    """Declare the schedules the plugin owns; each runs once per tick across every worker and host.
+
+    The workflow engine creates them, pauses them while the plugin is disabled and resumes them
+    when it is enabled again. Without an engine they do not run, and ``/-/ready`` and
+    ``botcriptofy plugins list`` say so.
+
+    :return: a list of schedules, or None.
+    """
+
+
+@hookspec
+def register_workflows(kernel: Kernel) -> list[Workflow | Activity] | None:
+    """Contribute workflow definitions and activities, for work that needs more than a scheduled call.
+
+    They run on the plugin's own task queue while the plugin is enabled.
+
+    :return: a list of workflows and activities, or None.
+    """
+
+
+@hookspec(firstresult=True)
+def workflow_engine(kernel: Kernel) -> Workflows | None:
+    """Provide the workflow engine behind ``kernel.workflows()``.
+
+    Stops at first non-None result. Without one, ``kernel.workflows()`` is refused with a clear error.
+
+    :return: the engine, or None.
     """
