@@ -35,7 +35,7 @@ async def test_every_enabled_plugin_is_upgraded_at_start_with_its_own_version_ta
     assert {"botcriptofy_outbox", "botcriptofy_outbox_delivery", "sample_notes", "sample_comments", "sample_readings"} <= tables
     assert {"alembic_version_storage", "alembic_version_sample"} <= tables
     assert "alembic_version" not in tables
-    assert await _version(db, "storage") == ["storage_0001"]
+    assert await _version(db, "storage") == ["storage_0003"]
     assert await _version(db, "sample") == ["sample_0002"]
 
 
@@ -44,7 +44,7 @@ async def test_upgrading_again_changes_nothing(storage_kernel):
     state = harness.kernel.stash[botcriptofy_storage._state.STATE]
     results = await state.migrate(harness.kernel, only_new=False)
     assert [(r.plugin, r.before, r.current, r.up_to_date) for r in results] == [
-        ("storage", ("storage_0001",), ("storage_0001",), True),
+        ("storage", ("storage_0003",), ("storage_0003",), True),
         ("sample", ("sample_0002",), ("sample_0002",), True),
     ]
 
@@ -139,12 +139,12 @@ def test_db_current_and_upgrade_commands(cli, tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     result = cli(url, "db", "current")
     assert result.exit_code == 1, result.output
-    assert "storage" in result.output and "(empty)" in result.output and "behind head storage_0001" in result.output
+    assert "storage" in result.output and "(empty)" in result.output and "behind head storage_0003" in result.output
     assert "pending migrations" in result.output
 
     result = cli(url, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "storage              (empty) -> storage_0001" in result.output
+    assert "storage              (empty) -> storage_0003" in result.output
     assert "sample               (empty) -> sample_0002" in result.output
 
     result = cli(url, "db", "current")
@@ -209,7 +209,7 @@ async def test_workers_starting_together_upgrade_one_after_the_other(database_ur
         kernels = await asyncio.gather(*(runtime.start() for runtime in runtimes))
         assert all(runtime.plugins["storage"].error is None for runtime in runtimes)
         db = kernels[0].database()
-        assert await _version(db, "storage") == ["storage_0001"]
+        assert await _version(db, "storage") == ["storage_0003"]
         assert await _version(db, "sample") == ["sample_0002"]
         async with db.session(tenant_id="t") as session:
             session.add(Note(body="after a crowded start"))

@@ -297,3 +297,54 @@ async def test_a_slow_handler_delays_only_itself(storage_kernel):
     assert fast < 1.8  # one after the other behind the slow handler, it would take at least 2.4 s
     await wait_until(lambda: len(timing.slow) == 4, timeout=10)
     assert [e.event.note_id for e in timing.fast] == [e.event.note_id for e in timing.slow] == [0, 1, 2, 3]  # each in order
+
+
+async def test_outbox_rows_read_back_as_written_and_a_failed_insert_rolls_the_transaction_back(storage_kernel):
+    from sqlalchemy.exc import IntegrityError
+
+    sample = SamplePlugin()
+    harness = await storage_kernel(sample=sample, relay_enabled=False)
+    kernel, outbox = harness.kernel, harness.kernel.outbox()
+    first = Envelope.wrap(NoteWritten(note_id=7, body="ação <&> \"quoted\""), idempotency_key="k7", metadata={"traceparent": "00-ab-cd-01"})
+    second = Envelope.wrap(NoteWritten(note_id=8, body="two"), tenant_id="acme")
+    async with kernel.database().session(tenant_id="acme") as session:
+        session.add(Note(body="kept"))
+        await outbox.add([first, second], session=session)
+    async with kernel.database().session(system=True) as session:
+        rows = {row.id: row for row in (await session.execute(select(events))).all()}
+    assert set(rows) == {first.id, second.id}
+    stored = rows[first.id]
+    assert (stored.type, stored.payload, stored.idempotency_key, stored.envelope_tenant_id) == (
+        "sample.note_written", first.payload, "k7", "acme"
+    )
+    assert stored.occurred_at.replace(tzinfo=None) == first.occurred_at.replace(tzinfo=None) and stored.dispatched_at is None
+    assert stored.envelope_metadata == {"traceparent": "00-ab-cd-01"} and not rows[second.id].envelope_metadata
+
+    # The same envelope id again: the database refuses it and nothing of that transaction remains.
+    with pytest.raises(IntegrityError):
+        async with kernel.database().session(tenant_id="acme") as session:
+            session.add(Note(body="lost"))
+            await session.flush()
+            await outbox.add([first], session=session)
+    assert await _count(harness, "botcriptofy_outbox") == 2
+    async with kernel.database().session(tenant_id="acme") as session:
+        assert sorted((await session.scalars(select(Note.body))).all()) == ["kept"]
+
+
+async def test_the_backlog_counts_events_not_fanned_out_and_deliveries_waiting(storage_kernel):
+    harness = await storage_kernel(sample=SamplePlugin(), relay_lease=0.5)
+    relay = _state(harness).relay
+    await relay.stop()
+    metrics = harness.kernel.metrics
+    await relay.count_backlog()
+    assert metrics.get_sample_value("botcriptofy_outbox_backlog") == 0
+    await harness.kernel.events.publish(NoteWritten(note_id=20, body="one"))
+    await harness.kernel.events.publish(NoteWritten(note_id=21, body="two"))
+    assert await relay.count_backlog() == 2  # two events, not fanned out yet
+    assert metrics.get_sample_value("botcriptofy_outbox_backlog") == 2
+    await relay.claim(harness.kernel.events)  # fanned out: two handlers each, leased, not delivered
+    assert await relay.count_backlog() == 4
+    await asyncio.sleep(0.6)  # the leases run out, as if the worker had died
+    assert await relay.run_once() == 4
+    assert await relay.count_backlog() == 0
+    assert metrics.get_sample_value("botcriptofy_outbox_backlog") == 0

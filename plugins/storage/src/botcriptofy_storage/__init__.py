@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botcriptofy import HealthCheck, Migrations, SettingsSchema, hookimpl
+from botcriptofy import DataSubject, HealthCheck, Migrations, SettingsSchema, hookimpl
 
 from . import _cli, _state
 from ._database import Database
+from ._idempotency import IdempotencyStore
 from ._outbox import Outbox, metadata
 from ._settings import SCHEMA, StorageSettings
 from ._tenancy import TenantScopeError
+from ._unavailable import UnavailableCollector, stats_for
 
 if TYPE_CHECKING:
     import click
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from botcriptofy import Kernel
 
 __all__ = ["Database", "Outbox", "StorageSettings", "TenantScopeError", "__version__"]
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -64,6 +66,12 @@ def event_outbox(kernel: Kernel) -> Outbox | None:
 
 
 @hookimpl
+def idempotency_store(kernel: Kernel) -> IdempotencyStore | None:
+    state = kernel.stash.get(_state.STATE, None)
+    return IdempotencyStore(state.database_for(kernel)) if state is not None else None
+
+
+@hookimpl
 def register_migrations(kernel: Kernel) -> Migrations:
     return Migrations(directory=MIGRATIONS, metadata=metadata)
 
@@ -71,9 +79,30 @@ def register_migrations(kernel: Kernel) -> Migrations:
 @hookimpl
 def health_checks(kernel: Kernel) -> list[HealthCheck]:
     state = kernel.stash.get(_state.STATE, None)
-    return [] if state is None else [HealthCheck("database", state.database.ping)]
+    if state is None:
+        return []
+    return [HealthCheck("database", state.database.ping), HealthCheck("schema", lambda: state.check_schema(kernel))]
+
+
+@hookimpl
+def register_metrics(kernel: Kernel) -> list[Any]:
+    return [UnavailableCollector(stats_for(kernel.runtime))]
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     _cli.register(cli)
+
+
+@hookimpl
+def export_subject_data(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
+    from ._privacy import export
+
+    return export(kernel, subject)
+
+
+@hookimpl
+async def erase_subject_data(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
+    from ._privacy import erase
+
+    return await erase(kernel, subject)

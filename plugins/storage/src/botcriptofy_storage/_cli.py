@@ -6,12 +6,17 @@ from typing import TYPE_CHECKING
 
 import click
 from alembic.util import CommandError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from botcriptofy import pass_kernel
 
+from ._engine import create_engine
 from ._migrate import MigrationError, Revisions, collect, make_revision
 from ._outbox import FAILED, PENDING, deliveries, utcnow
+from ._security import create_roles_sql, security_report
+from ._settings import normalise_url, separate_url
 from ._state import STATE, StorageState, maintenance
 
 if TYPE_CHECKING:
@@ -64,6 +69,74 @@ def register(cli: click.Group) -> None:
         if any(not result.up_to_date for result in results):
             raise click.ClickException("some plugins have pending migrations: run `botcriptofy db upgrade`")
 
+    @db.command("create-roles")
+    @click.option("--owner", default="botcriptofy_owner", show_default=True, help="Login that owns the tables and runs migrations.")
+    @click.option("--app", "app", default="botcriptofy_app", show_default=True, help="The service's login (storage.url).")
+    @click.option(
+        "--system",
+        "system",
+        default="botcriptofy_system",
+        show_default=True,
+        help="Login of system-wide work (storage.system_url), with BYPASSRLS.",
+    )
+    @click.option(
+        "--admin-url", default=None, help="A superuser's URL for this database (default: storage.migrations_url, else storage.url)."
+    )
+    @click.option("--print-sql", is_flag=True, help="Print the statements instead of running them.")
+    @pass_kernel
+    async def create_roles(kernel: Kernel, owner: str, app: str, system: str, admin_url: str | None, print_sql: bool) -> None:
+        """Create or correct the PostgreSQL roles of production: table owner, service login, system login (idempotent)."""
+        state = _state(kernel)
+        if state.database.dialect != "postgresql":
+            raise click.ClickException("roles exist on PostgreSQL only; storage.url names a SQLite database")
+        url = (
+            make_url(normalise_url(admin_url))
+            if admin_url
+            else (separate_url(state.settings.migrations_url, state.database.engine.url) or state.database.engine.url)
+        )
+        try:
+            statements = create_roles_sql(owner, app, system, url.database or "")
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        if print_sql:
+            for statement in statements:
+                click.echo(statement + ";")
+            return
+        engine = create_engine(url, state.settings.model_copy(update={"pool_size": 1, "max_overflow": 0}))
+        try:
+            async with engine.begin() as connection:
+                for statement in statements:
+                    await connection.execute(text(statement))
+        except DBAPIError as error:
+            raise click.ClickException(f"creating the roles failed (connect as a superuser, --admin-url): {error.orig}") from None
+        finally:
+            await engine.dispose()
+        click.echo(
+            f"roles ready in database {url.database}: owner {owner} (migrations, BYPASSRLS), app {app} (storage.url), "
+            f"system {system} (storage.system_url, BYPASSRLS); set their passwords with ALTER ROLE ... PASSWORD"
+        )
+
+    @db.command("check-security")
+    @click.option(
+        "--production/--no-production",
+        default=None,
+        help="Judge the roles as for production (default: when the settings environment is 'production').",
+    )
+    @pass_kernel
+    async def check_security(kernel: Kernel, production: bool | None) -> None:
+        """Report the database roles and row-level security policies; fail where tenant isolation can be bypassed."""
+        state = _state(kernel)
+        judged = production if production is not None else kernel.env == "production"
+        report = await security_report(state, kernel)
+        for line in report.lines():
+            click.echo(line)
+        failures, warnings = report.problems(production=judged)
+        for warning in warnings:
+            click.echo(f"warning (fails in production): {warning}")
+        if failures:
+            raise click.ClickException("tenant isolation can be bypassed: " + "; ".join(failures))
+        click.echo("ok" + (" (judged as production)" if judged else ""))
+
     @db.command("revision")
     @click.argument("plugin")
     @click.option("-m", "--message", required=True, help="What the revision does.")
@@ -92,8 +165,9 @@ def register(cli: click.Group) -> None:
         state = _state(kernel)
         async with state.database.session(system=True) as session:
             if retry_failed:
-                result = await session.execute(update(deliveries).where(deliveries.c.status == FAILED)
-                                               .values(status=PENDING, attempts=0, next_attempt_at=utcnow()))
+                result = await session.execute(
+                    update(deliveries).where(deliveries.c.status == FAILED).values(status=PENDING, attempts=0, next_attempt_at=utcnow())
+                )
                 click.echo(f"queued {result.rowcount} failed deliveries again")  # type: ignore[attr-defined]
             rows = (await session.execute(select(deliveries.c.status, func.count()).group_by(deliveries.c.status))).all()
         counts: dict[str, int] = {status: count for status, count in rows}

@@ -9,11 +9,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ._driver import PostgresConnection, sqlite_connector
 from ._settings import StorageSettings
+from ._unavailable import DatabaseUnreachable, is_unreachable
 
 # Execution option naming how a SQLite transaction begins: "DEFERRED" or "IMMEDIATE" (default: the sqlite_begin setting),
 # which takes the write lock up front so that writers queue instead of failing with SQLITE_BUSY.
 SQLITE_BEGIN = "botcriptofy_sqlite_begin"
+# Key of a pooled PostgreSQL connection's info: the server process id behind it.
+BACKEND_PID = "botcriptofy.backend_pid"
 
 
 def is_memory_sqlite(url: URL) -> bool:
@@ -25,19 +29,66 @@ def create_engine(url: URL, settings: StorageSettings) -> AsyncEngine:
     options: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": settings.pool_pre_ping}
     backend = url.get_backend_name()
     if not is_memory_sqlite(url):
-        options.update(pool_size=settings.pool_size, max_overflow=settings.max_overflow, pool_timeout=settings.pool_timeout,
-                       pool_recycle=settings.pool_recycle)
+        options.update(
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+        )
     if backend == "sqlite":
         if url.database and not is_memory_sqlite(url) and not url.database.startswith("file:"):
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        # The sqlite3 module's own timeout is the busy timeout the PRAGMA below also sets.
-        options["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
+        # The sqlite3 module's own timeout is the busy timeout the PRAGMA below also sets. The connection is
+        # the outbox-aware aiosqlite one (_driver), opened with the arguments SQLAlchemy would pass.
+        args, kwargs = url.get_dialect()().create_connect_args(url)
+        options["async_creator"] = sqlite_connector(args, {**kwargs, "timeout": settings.sqlite_busy_timeout})
     elif backend == "postgresql":
-        options["connect_args"] = {"server_settings": {"application_name": "botcriptofy"}}
+        # asyncpg's own connect timeout is 60 s: a server that does not answer must become a 503 as fast as a full pool.
+        options["connect_args"] = {
+            "server_settings": {"application_name": "botcriptofy"},
+            "timeout": settings.connect_timeout,
+            "connection_class": PostgresConnection,
+        }
     engine = create_async_engine(url, **options)
     if backend == "sqlite":
         _sqlite_events(engine, settings)
+    else:
+        _connect_errors(engine)
+    _outbox_before_statements(engine)
     return engine
+
+
+def _outbox_before_statements(engine: AsyncEngine) -> None:
+    """Write outbox rows held for the COMMIT (see ``_driver``) before any other statement of their transaction."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _flush(connection: Connection, *_: Any) -> None:
+        fairy = connection.connection
+        if getattr(fairy.driver_connection, "outbox_rows", None):
+            fairy.dbapi_connection.run_async(lambda driver: driver.flush_outbox())  # type: ignore[union-attr]
+
+
+def _connect_errors(engine: AsyncEngine) -> None:
+    """Turn a refused, timed-out or not-yet-accepting connect into ``DatabaseUnreachable`` (a 503 at the session boundary)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _backend_pid(dbapi_connection: Any, record: Any) -> None:
+        # Signed tenant ids name the server process they were signed for (see _rls.sign_tenant).
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT pg_backend_pid()")
+            record.info[BACKEND_PID] = cursor.fetchone()[0]
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as error:
+            if is_unreachable(error):
+                raise DatabaseUnreachable(f"cannot connect to the database: {type(error).__name__}: {error}") from error
+            raise
 
 
 def _sqlite_events(engine: AsyncEngine, settings: StorageSettings) -> None:

@@ -13,6 +13,7 @@ workers starting together upgrade one after the other; each plugin upgrades in o
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from sqlalchemy.engine import Connection
 from botcriptofy import BotCriptoFyError, Migrations, PluginError
 
 from ._engine import SQLITE_BEGIN, sqlite_pragma_outside_transaction
-from ._rls import enable_row_level_security
+from ._rls import apply_row_level_security
 from ._timeseries import ensure_time_series
 
 if TYPE_CHECKING:
@@ -44,8 +45,10 @@ class MigrationError(BotCriptoFyError):
 
     def __init__(self, plugin: str, reason: str) -> None:
         self.plugin = plugin
-        super().__init__(f"the migrations of plugin '{plugin}' failed and were rolled back: {reason.strip()} "
-                         f"-- fix the migration, or disable the plugin with plugins.disabled = ['{plugin}']")
+        super().__init__(
+            f"the migrations of plugin '{plugin}' failed and were rolled back: {reason.strip()} "
+            f"-- fix the migration, or disable the plugin with plugins.disabled = ['{plugin}']"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +93,9 @@ class MigrationHelpers:
     def dialect(self) -> str:
         return self.connection.dialect.name
 
-    def ensure_time_series(self, table: str, time_column: str, *, tenant_column: str | None = "tenant_id",
-                           chunk_interval: str | timedelta | None = None) -> str:
+    def ensure_time_series(
+        self, table: str, time_column: str, *, tenant_column: str | None = "tenant_id", chunk_interval: str | timedelta | None = None
+    ) -> str:
         """Make ``table`` a hypertable (TimescaleDB) or an indexed table; see ``Database.ensure_time_series``."""
         return ensure_time_series(self.connection, table, time_column, tenant_column=tenant_column, chunk_interval=chunk_interval)
 
@@ -109,12 +113,20 @@ async def collect(kernel: Kernel) -> list[PluginMigrations]:
         if declared is None:
             continue
         if not isinstance(declared, Migrations):
-            raise PluginError(name, f"returned {type(declared).__name__}, not Migrations", hook="register_migrations",
-                              fix="return botcriptofy.Migrations(directory=Path(__file__).parent / 'migrations', metadata=Base.metadata).")
+            raise PluginError(
+                name,
+                f"returned {type(declared).__name__}, not Migrations",
+                hook="register_migrations",
+                fix="return botcriptofy.Migrations(directory=Path(__file__).parent / 'migrations', metadata=Base.metadata).",
+            )
         directory = Path(declared.directory)
         if not (directory / "versions").is_dir():
-            raise PluginError(name, f"its migrations directory {directory} has no versions/ folder", hook="register_migrations",
-                              fix="point Migrations.directory at an Alembic script directory (versions/ and script.py.mako).")
+            raise PluginError(
+                name,
+                f"its migrations directory {directory} has no versions/ folder",
+                hook="register_migrations",
+                fix="point Migrations.directory at an Alembic script directory (versions/ and script.py.mako).",
+            )
         found.append(PluginMigrations(name, directory, declared.metadata))
     found.sort(key=lambda item: (item.plugin != STORAGE, item.plugin))
     return found
@@ -129,8 +141,13 @@ def _config(migrations: PluginMigrations, connection: Connection) -> Config:
 
 
 def _configure(env: EnvironmentContext, connection: Connection, migrations: PluginMigrations, **options: Any) -> None:
-    env.configure(connection=connection, target_metadata=migrations.metadata, version_table=migrations.version_table,
-                  render_as_batch=connection.dialect.name == "sqlite", **options)
+    env.configure(
+        connection=connection,
+        target_metadata=migrations.metadata,
+        version_table=migrations.version_table,
+        render_as_batch=connection.dialect.name == "sqlite",
+        **options,
+    )
 
 
 def current_revisions(connection: Connection, migrations: PluginMigrations) -> Revisions:
@@ -155,44 +172,92 @@ def _upgrade_one(connection: Connection, migrations: PluginMigrations, target: s
     return Revisions(migrations.plugin, after, tuple(sorted(script.get_heads())), before)
 
 
-def upgrade_all(connection: Connection, plans: list[PluginMigrations], *, rls_role: str = "", target: str = "heads") -> list[Revisions]:
-    """Upgrade every plugin in ``plans`` (each in its own locked transaction), then apply row-level security."""
+def upgrade_all(
+    connection: Connection,
+    plans: list[PluginMigrations],
+    *,
+    rls_role: str = "",
+    declared: Mapping[str, str | None] | None = None,
+    manage_role: bool = True,
+    target: str = "heads",
+    key: bytes | None = None,
+) -> list[Revisions]:
+    """Upgrade every plugin in ``plans`` that is behind (each in its own locked transaction), then bring row-level security up to date.
+
+    Plugins already at head are only read: an upgrade with nothing to do issues no DDL and takes no lock.
+    """
     sqlite = connection.dialect.name == "sqlite"
-    results: list[Revisions] = []
-    if sqlite:
+    with connection.begin():
+        found = {plan.key: current_revisions(connection, plan) for plan in plans}
+    pending = [plan for plan in plans if target != "heads" or not found[plan.key].up_to_date]
+    done: dict[tuple[str, str], Revisions] = {}
+    if pending and sqlite:
         # Batch migrations rebuild tables; with foreign keys on, dropping the old copy would cascade.
         connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         sqlite_pragma_outside_transaction(connection, "PRAGMA foreign_keys=OFF")
     try:
-        for migrations in plans:
+        for migrations in pending:
             with connection.begin():
                 if not sqlite:
                     connection.execute(text(_LOCK))
-                    # Data migrations see every tenant's rows, also where the login role is subject to forced RLS.
-                    connection.execute(text("SELECT set_config('app.system', 'on', true)"))
                 try:
-                    results.append(_upgrade_one(connection, migrations, target))
+                    done[migrations.key] = _upgrade_one(connection, migrations, target)
                 except Exception as error:
                     raise MigrationError(migrations.plugin, str(error)) from error
                 if sqlite:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
                     if broken:
                         raise MigrationError(migrations.plugin, f"rows break foreign keys afterwards: {broken[:5]}")
-        if connection.dialect.name == "postgresql":
-            try:
-                with connection.begin():
-                    enable_row_level_security(connection, rls_role)
-            except Exception as error:
-                raise BotCriptoFyError(
-                    f"row-level security could not be set up: {str(error).strip()} -- the login role needs to own the tables and, "
-                    f"for rls_role '{rls_role}', to create that role or already be a member of it (as a superuser: "
-                    f"CREATE ROLE {rls_role or 'botcriptofy_app'} NOLOGIN; GRANT {rls_role or 'botcriptofy_app'} TO <login role>), "
-                    "or set storage.rls_role = '' and connect as a non-superuser that owns the tables"
-                ) from error
     finally:
-        if sqlite:
+        if pending and sqlite:
             sqlite_pragma_outside_transaction(connection, "PRAGMA foreign_keys=ON")
+    if not sqlite:
+        try:
+            with connection.begin():
+                apply_row_level_security(connection, declared or {}, rls_role, manage_role=manage_role, key=key)
+        except Exception as error:
+            raise BotCriptoFyError(security_failure(error, rls_role)) from error
+    results = []
+    for plan in plans:
+        result = done.get(plan.key)
+        if result is None:
+            before = found[plan.key]
+            result = Revisions(plan.plugin, before.current, before.heads, before.current)
+        results.append(result)
     return results
+
+
+def security_failure(error: BaseException, rls_role: str) -> str:
+    """Say why row-level security could not be brought up to date, naming the real cause (privileges, a lock, a deadlock)."""
+    state = sqlstate(getattr(error, "orig", None) or error)
+    reason = str(getattr(error, "orig", None) or error).strip()
+    role = rls_role or "botcriptofy_app"
+    if state == "42501":
+        return (
+            f"row-level security could not be set up: {reason} -- the migrations' login role (storage.migrations_url, else "
+            f"storage.url) must own the tables and, for rls_role '{rls_role}', be able to create that role or already be a "
+            f"member of it (as a superuser: CREATE ROLE {role} NOLOGIN; GRANT {role} TO <login role>; or run "
+            "`botcriptofy db create-roles`), or set storage.rls_role = ''"
+        )
+    if state in ("40P01", "55P03"):
+        what = "deadlocked with" if state == "40P01" else "timed out waiting for table locks held by"
+        return (
+            f"row-level security could not be set up: the upgrade {what} other transactions ({reason}); nothing was "
+            "changed -- run `botcriptofy db upgrade` again, preferably before workers take traffic"
+        )
+    return f"row-level security could not be set up: {type(error).__name__}: {reason}"
+
+
+def sqlstate(error: BaseException | None) -> str:
+    """The SQLSTATE of a database error (looking through the driver's wrappers), or ''."""
+    for _ in range(4):
+        if error is None:
+            break
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(state, str) and state:
+            return state
+        error = error.__cause__
+    return ""
 
 
 def current_all(connection: Connection, plans: list[PluginMigrations]) -> list[Revisions]:
@@ -200,15 +265,25 @@ def current_all(connection: Connection, plans: list[PluginMigrations]) -> list[R
         return [current_revisions(connection, migrations) for migrations in plans]
 
 
-def make_revision(connection: Connection, migrations: PluginMigrations, message: str, *, autogenerate: bool = False,
-                  rev_id: str | None = None) -> list[Path]:
+def make_revision(
+    connection: Connection, migrations: PluginMigrations, message: str, *, autogenerate: bool = False, rev_id: str | None = None
+) -> list[Path]:
     """Write a new revision script into the plugin's ``versions/``; with ``autogenerate``, diff its metadata against the database."""
     config = _config(migrations, connection)
     script = ScriptDirectory.from_config(config)
     if not (migrations.directory / "script.py.mako").is_file():
         raise FileNotFoundError(f"{migrations.directory / 'script.py.mako'} is missing: copy the one of the storage plugin's migrations")
-    arguments = {"message": message, "autogenerate": autogenerate, "sql": False, "head": "head", "splice": False,
-                 "branch_label": None, "version_path": None, "rev_id": rev_id, "depends_on": None}
+    arguments = {
+        "message": message,
+        "autogenerate": autogenerate,
+        "sql": False,
+        "head": "head",
+        "splice": False,
+        "branch_label": None,
+        "version_path": None,
+        "rev_id": rev_id,
+        "depends_on": None,
+    }
     revision = RevisionContext(config, script, arguments)
     if autogenerate:
         if migrations.metadata is None:
@@ -222,8 +297,10 @@ def make_revision(connection: Connection, migrations: PluginMigrations, message:
             revision.run_autogenerate(rev, context)
             return []
 
-        with connection.begin(), EnvironmentContext(config, script, fn=steps, template_args=revision.template_args,
-                                                    revision_context=revision) as env:
+        with (
+            connection.begin(),
+            EnvironmentContext(config, script, fn=steps, template_args=revision.template_args, revision_context=revision) as env,
+        ):
             _configure(env, connection, migrations, include_name=only_owned)
             env.run_migrations()
     return [Path(made.path) for made in revision.generate_scripts() if made is not None]

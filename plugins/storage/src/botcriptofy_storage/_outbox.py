@@ -7,17 +7,21 @@ handler name, with its status, attempt count, next attempt time, lease and last 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, insert
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, exc, insert
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from botcriptofy import Envelope
 
 from ._database import Database
+from ._driver import PostgresConnection, SqliteConnection, pg_text
 from ._tenancy import INFO_SYSTEM, INFO_TENANT, TenantScopeError, call_after_commit
 
 metadata = MetaData()
@@ -35,6 +39,7 @@ events = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("dispatched_at", DateTime(timezone=True)),
+    Column("envelope_metadata", JSON().with_variant(JSONB(), "postgresql")),
     Index("ix_botcriptofy_outbox_dispatch", "dispatched_at", "created_at"),
 )
 
@@ -64,8 +69,60 @@ def as_utc(value: datetime) -> datetime:
 
 
 def envelope_from_row(row: Any, attempt: int) -> Envelope:
-    return Envelope(id=row.id, type=row.type, payload=dict(row.payload), idempotency_key=row.idempotency_key,
-                    occurred_at=as_utc(row.occurred_at), tenant_id=row.envelope_tenant_id, attempt=attempt)
+    return Envelope(
+        id=row.id,
+        type=row.type,
+        payload=dict(row.payload),
+        idempotency_key=row.idempotency_key,
+        occurred_at=as_utc(row.occurred_at),
+        tenant_id=row.envelope_tenant_id,
+        attempt=attempt,
+        metadata=dict(row.envelope_metadata or {}),
+    )
+
+
+_COLUMNS = ("id", "type", "payload", "idempotency_key", "envelope_tenant_id", "occurred_at", "created_at", "envelope_metadata")
+
+
+_SqliteInsert = tuple[str, list[str], list[Callable[[Any], Any] | None]]
+
+
+def _sqlite_insert(dialect: Dialect) -> _SqliteInsert:
+    """The outbox INSERT as SQLite's driver takes it: SQL, parameter order, each column's bind processor."""
+    compiled = insert(events).compile(dialect=dialect, column_keys=list(_COLUMNS))
+    order = list(compiled.positiontup or ())
+    if sorted(order) != sorted(_COLUMNS):
+        raise RuntimeError(f"unexpected outbox insert parameters {order}")
+    return str(compiled), order, [events.c[name].type.bind_processor(dialect) for name in order]
+
+
+def _pg_json(value: Any) -> str:
+    return "NULL" if value is None else f"{pg_text(json.dumps(value))}::jsonb"
+
+
+def _pg_time(value: datetime) -> str:
+    return f"{pg_text(as_utc(value).isoformat())}::timestamptz"
+
+
+def _pg_string(value: Any) -> str:
+    return "NULL" if value is None else pg_text(str(value))
+
+
+def _pg_insert(rows: list[dict[str, Any]]) -> str:
+    """The outbox INSERT of ``rows`` as one literal statement (values dollar-quoted, as SQLAlchemy's JSONB would encode them)."""
+    values = ", ".join(
+        f"({_pg_string(row['id'])}, {_pg_string(row['type'])}, {_pg_json(row['payload'])}, {_pg_string(row['idempotency_key'])}, "
+        f"{_pg_string(row['envelope_tenant_id'])}, {_pg_time(row['occurred_at'])}, {_pg_time(row['created_at'])}, "
+        f"{_pg_json(row['envelope_metadata'])})"
+        for row in rows
+    )
+    return f"INSERT INTO {events.name} ({', '.join(_COLUMNS)}) VALUES {values};"
+
+
+def _driver_of(session: Session) -> tuple[Dialect, Any]:
+    """The dialect and driver connection of ``session``'s transaction (one hop into SQLAlchemy's greenlet, not two)."""
+    connection = session.connection()
+    return connection.dialect, connection.connection.driver_connection
 
 
 class Outbox:
@@ -74,6 +131,7 @@ class Outbox:
     def __init__(self, database: Database, wake: Callable[[], None]) -> None:
         self.database = database
         self.wake = wake
+        self._sqlite: _SqliteInsert | None = None
 
     async def add(self, envelopes: Sequence[Envelope], *, session: Any | None = None) -> None:
         """Store ``envelopes`` in ``session``'s transaction, or in a transaction of its own when ``session`` is None.
@@ -99,10 +157,62 @@ class Outbox:
                     owner = tenant
                 elif str(owner) != str(tenant):
                     raise TenantScopeError(f"refused to publish {envelope.type} for tenant {owner} in a session of tenant {tenant}")
-            rows.append({
-                "id": envelope.id, "type": envelope.type, "payload": envelope.payload, "idempotency_key": envelope.idempotency_key,
-                "envelope_tenant_id": None if owner is None else str(owner), "occurred_at": envelope.occurred_at, "created_at": now,
-                "dispatched_at": None,
-            })
-        await session.execute(insert(events), rows)
+            rows.append(
+                {
+                    "id": envelope.id,
+                    "type": envelope.type,
+                    "payload": envelope.payload,
+                    "idempotency_key": envelope.idempotency_key,
+                    "envelope_tenant_id": None if owner is None else str(owner),
+                    "occurred_at": envelope.occurred_at,
+                    "created_at": now,
+                    "dispatched_at": None,
+                    "envelope_metadata": envelope.metadata or None,
+                }
+            )
+        if self.database.dialect == "sqlite":
+            await self._insert_sqlite(session, rows)
+        elif not await self._hold_postgresql(session, rows):
+            await session.execute(insert(events), rows)
         call_after_commit(session.sync_session, self.wake)
+
+    async def _hold_postgresql(self, session: AsyncSession, rows: list[dict[str, Any]]) -> bool:
+        """Hand ``rows`` to the connection to send with the COMMIT (one round trip for both, see ``_driver``).
+
+        False, and nothing held, when the connection is not the storage plugin's, its transaction has not
+        begun yet, or a value cannot be a literal (a NUL character): the caller then inserts at once.
+        """
+        _dialect, driver = await session.run_sync(_driver_of)
+        if not isinstance(driver, PostgresConnection):
+            return False
+        try:
+            statement = _pg_insert(rows)
+        except ValueError:
+            return False
+        return driver.hold_outbox(statement)
+
+    async def _insert_sqlite(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` with one call to the driver's thread instead of three.
+
+        Through SQLAlchemy an INSERT on aiosqlite is three hand-offs to the connection's thread (open a
+        cursor, execute, close it); a whole request that writes one row is about eight. The rows are
+        converted by SQLAlchemy's own bind processors and written in the session's transaction on the
+        same connection, so commit and rollback treat them like any other statement. On the storage
+        plugin's own connections they are held and written in the same call as the COMMIT (``_driver``),
+        so a publish right before the commit costs no call of its own. Measured in
+        bench/notifications_bench.py.
+        """
+        dialect, driver = await session.run_sync(_driver_of)
+        if self._sqlite is None:
+            self._sqlite = _sqlite_insert(dialect)
+        sql, order, processors = self._sqlite
+        params = [
+            tuple(process(row[name]) if process is not None else row[name] for name, process in zip(order, processors, strict=True))
+            for row in rows
+        ]
+        if isinstance(driver, SqliteConnection) and driver.hold_outbox(sql, params):
+            return  # written in the same call to the driver's thread as the COMMIT (see _driver)
+        try:
+            await driver.executemany(sql, params)
+        except Exception as error:
+            raise exc.DBAPIError.instance(sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect) from error

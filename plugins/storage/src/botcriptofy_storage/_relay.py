@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
+
+from botcriptofy import ServiceUnavailable
 
 from ._outbox import DELIVERED, FAILED, PENDING, deliveries, envelope_from_row, events, utcnow
+from ._unavailable import stats_for
 
 if TYPE_CHECKING:
     from botcriptofy import Envelope, EventBus, Kernel
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("botcriptofy.storage.outbox")
 
 CLEANUP_EVERY = 60.0
+COUNT_EVERY = 5.0  # seconds between two counts of the backlog (botcriptofy_outbox_backlog)
 _MISSING: Any = object()
 
 
@@ -56,6 +60,7 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_cleanup: float | None = None
+        self._last_count: float | None = None
         self._last_error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -92,6 +97,7 @@ class Relay:
             try:
                 handled = await self.run_once()
                 await self._cleanup_now_and_then()
+                await self._count_now_and_then()
             except Exception as error:
                 self._report(error)
                 handled = 0
@@ -100,12 +106,16 @@ class Relay:
             if handled >= self.settings.relay_batch_size or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.settings.relay_poll_interval)
+                async with asyncio.timeout(self.settings.relay_poll_interval):
+                    await self._wakeup.wait()
 
     def _report(self, error: Exception) -> None:
         """Log a failed round: with its traceback the first time, in one line while the same error repeats."""
         described = f"{type(error).__name__}: {error}"
-        if described != self._last_error:
+        if isinstance(error, ServiceUnavailable):  # the database is down or busy: expected, and said in one line
+            if described != self._last_error:
+                log.warning("outbox relay paused: %s; retrying every %.1f s", error.detail, self.settings.relay_poll_interval)
+        elif described != self._last_error:
             log.exception("outbox relay round failed; retrying every %.1f s", self.settings.relay_poll_interval)
         else:
             log.debug("outbox relay round failed again: %s", described)
@@ -155,12 +165,20 @@ class Relay:
             # Retries and expired leases first (up to half the batch), so a flood of new events cannot starve them.
             names = sorted({handler.name for handler in bus.handlers})
             if names:
-                due = (await session.execute(
-                    select(deliveries.c.event_id, deliveries.c.handler, deliveries.c.attempts)
-                    .where(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now,
-                           or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < now), deliveries.c.handler.in_(names))
-                    .order_by(deliveries.c.next_attempt_at).limit(max(1, batch // 2)).with_for_update(skip_locked=True)
-                )).all()
+                due = (
+                    await session.execute(
+                        select(deliveries.c.event_id, deliveries.c.handler, deliveries.c.attempts)
+                        .where(
+                            deliveries.c.status == PENDING,
+                            deliveries.c.next_attempt_at <= now,
+                            or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < now),
+                            deliveries.c.handler.in_(names),
+                        )
+                        .order_by(deliveries.c.next_attempt_at)
+                        .limit(max(1, batch // 2))
+                        .with_for_update(skip_locked=True)
+                    )
+                ).all()
                 if due:
                     await session.execute(
                         update(deliveries)
@@ -170,14 +188,29 @@ class Relay:
                     )
                     leased.extend((row.event_id, row.handler, row.attempts + 1) for row in due)
             # New events: one delivery row per subscribed handler, leased to this worker right away.
-            fresh = (await session.execute(
-                select(events.c.id, events.c.type).where(events.c.dispatched_at.is_(None)).order_by(events.c.created_at)
-                .limit(max(1, batch - len(leased))).with_for_update(skip_locked=True)
-            )).all()
+            fresh = (
+                await session.execute(
+                    select(events.c.id, events.c.type)
+                    .where(events.c.dispatched_at.is_(None))
+                    .order_by(events.c.created_at)
+                    .limit(max(1, batch - len(leased)))
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
             if fresh:
-                rows = [{"event_id": event_id, "handler": handler, "status": PENDING, "attempts": 1, "next_attempt_at": now,
-                         "locked_until": lease, "locked_by": self.worker}
-                        for event_id, event_type in fresh for handler in bus.handler_names(event_type)]
+                rows = [
+                    {
+                        "event_id": event_id,
+                        "handler": handler,
+                        "status": PENDING,
+                        "attempts": 1,
+                        "next_attempt_at": now,
+                        "locked_until": lease,
+                        "locked_by": self.worker,
+                    }
+                    for event_id, event_type in fresh
+                    for handler in bus.handler_names(event_type)
+                ]
                 if rows:
                     await session.execute(insert(deliveries), rows)
                 await session.execute(update(events).where(events.c.id.in_([row.id for row in fresh])).values(dispatched_at=now))
@@ -199,24 +232,59 @@ class Relay:
                 continue
             gave_up = 0 < self.settings.max_attempts <= claim.attempts
             text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            retry.append({**key, "b_status": FAILED if gave_up else PENDING, "b_error": text[:4000],
-                          "b_next": now + timedelta(seconds=self.backoff(claim.attempts))})
+            retry.append(
+                {
+                    **key,
+                    "b_status": FAILED if gave_up else PENDING,
+                    "b_error": text[:4000],
+                    "b_next": now + timedelta(seconds=self.backoff(claim.attempts)),
+                }
+            )
             if gave_up:
-                log.error("event %s (%s) failed %s times in handler %s; giving up: %s", claim.envelope.id, claim.envelope.type,
-                          claim.attempts, claim.handler, text)
+                log.error(
+                    "event %s (%s) failed %s times in handler %s; giving up: %s",
+                    claim.envelope.id,
+                    claim.envelope.type,
+                    claim.attempts,
+                    claim.handler,
+                    text,
+                )
             else:
-                log.warning("event %s (%s) failed in handler %s (attempt %s), will retry: %s", claim.envelope.id,
-                            claim.envelope.type, claim.handler, claim.attempts, text)
-        mine = and_(deliveries.c.event_id == bindparam("b_event"), deliveries.c.handler == bindparam("b_handler"),
-                    deliveries.c.locked_by == self.worker, deliveries.c.attempts == bindparam("b_attempts"))
+                log.warning(
+                    "event %s (%s) failed in handler %s (attempt %s), will retry: %s",
+                    claim.envelope.id,
+                    claim.envelope.type,
+                    claim.handler,
+                    claim.attempts,
+                    text,
+                )
+        mine = and_(
+            deliveries.c.event_id == bindparam("b_event"),
+            deliveries.c.handler == bindparam("b_handler"),
+            deliveries.c.locked_by == self.worker,
+            deliveries.c.attempts == bindparam("b_attempts"),
+        )
         async with self.database.session(system=True, write_lock=True) as session:
             if done:
-                await session.execute(update(deliveries).where(mine).values(status=DELIVERED, delivered_at=now, locked_until=None,
-                                                                             locked_by=None, last_error=None), done)
+                await session.execute(
+                    update(deliveries)
+                    .where(mine)
+                    .values(status=DELIVERED, delivered_at=now, locked_until=None, locked_by=None, last_error=None),
+                    done,
+                )
             if retry:
-                await session.execute(update(deliveries).where(mine).values(
-                    status=bindparam("b_status"), next_attempt_at=bindparam("b_next"), last_error=bindparam("b_error"),
-                    locked_until=None, locked_by=None), retry)
+                await session.execute(
+                    update(deliveries)
+                    .where(mine)
+                    .values(
+                        status=bindparam("b_status"),
+                        next_attempt_at=bindparam("b_next"),
+                        last_error=bindparam("b_error"),
+                        locked_until=None,
+                        locked_by=None,
+                    ),
+                    retry,
+                )
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt: base * 2^(attempts-1), capped, with ±10 % jitter."""
@@ -224,6 +292,22 @@ class Relay:
         return float(delay * random.uniform(0.9, 1.1))
 
     # -- housekeeping --------------------------------------------------------------------------
+
+    async def _count_now_and_then(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._last_count is not None and loop.time() - self._last_count < COUNT_EVERY:
+            return
+        self._last_count = loop.time()
+        await self.count_backlog()
+
+    async def count_backlog(self) -> int:
+        """Count the events not fanned out yet and the deliveries waiting; keep it for ``botcriptofy_outbox_backlog``."""
+        async with self.database.session(system=True) as session:
+            undispatched = await session.scalar(select(func.count()).select_from(events).where(events.c.dispatched_at.is_(None)))
+            waiting = await session.scalar(select(func.count()).select_from(deliveries).where(deliveries.c.status == PENDING))
+        backlog = int(undispatched or 0) + int(waiting or 0)
+        stats_for(self.kernel.runtime).outbox_backlog = backlog
+        return backlog
 
     async def _cleanup_now_and_then(self) -> None:
         loop = asyncio.get_running_loop()

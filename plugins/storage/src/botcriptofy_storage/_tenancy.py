@@ -29,11 +29,15 @@ from sqlalchemy.sql.expression import TableClause
 
 from botcriptofy import BotCriptoFyError
 
+from ._engine import BACKEND_PID
+from ._rls import sign_tenant
+
 TENANT_COLUMN = "tenant_id"
 # Keys of Session.info (read-only for callers).
 INFO_TENANT = "botcriptofy.tenant_id"
 INFO_SYSTEM = "botcriptofy.system"
 INFO_ROLE = "botcriptofy.rls_role"
+INFO_KEY = "botcriptofy.rls_key"
 INFO_AFTER_COMMIT = "botcriptofy.after_commit"
 
 
@@ -82,8 +86,10 @@ def _tenant_classes(reg: registry) -> tuple[type[Any], ...]:
     classes = tuple(sorted((m.class_ for m in reg.mappers if is_tenant_mapper(m)), key=lambda c: c.__qualname__))
     for cls in classes:
         if TENANT_COLUMN not in inspect(cls).attrs:
-            raise TenantScopeError(f"{cls.__qualname__} has a tenant_id column but no 'tenant_id' attribute; map the column under "
-                                   "that name so the storage plugin can scope it")
+            raise TenantScopeError(
+                f"{cls.__qualname__} has a tenant_id column but no 'tenant_id' attribute; map the column under "
+                "that name so the storage plugin can scope it"
+            )
     _classes_cache[reg] = (_mapper_count, classes)
     return classes
 
@@ -191,20 +197,27 @@ def _guard_written_tenant(state: ORMExecuteState, tenant: str) -> None:
     bind = state.session.get_bind(mapper=mapper)
     values = statement.compile(dialect=bind.dialect).params
     rows_given = {match.group(1) for key in values if (match := re.fullmatch(r".+_m(\d+)", key))}
-    written = {match.group(1) or "": value for key, value in values.items()
-               if (match := re.fullmatch(rf"{TENANT_COLUMN}(?:_m(\d+))?", key)) and (state.is_insert or match.group(1) is None)}
+    written = {
+        match.group(1) or "": value
+        for key, value in values.items()
+        if (match := re.fullmatch(rf"{TENANT_COLUMN}(?:_m(\d+))?", key)) and (state.is_insert or match.group(1) is None)
+    }
     for value in written.values():
         check(value)
     if not state.is_insert or written.keys() >= (rows_given or {""}):
         return
     if rows_given:
-        raise TenantScopeError(f"this multi-row INSERT into {name} leaves tenant_id out of some rows; set it in every row "
-                               "or pass the rows as parameters: session.execute(insert(Model), rows)")
+        raise TenantScopeError(
+            f"this multi-row INSERT into {name} leaves tenant_id out of some rows; set it in every row "
+            "or pass the rows as parameters: session.execute(insert(Model), rows)"
+        )
     try:
         state.statement = statement.values({TENANT_COLUMN: coerce_tenant(cls, tenant)})
     except Exception as error:
-        raise TenantScopeError(f"cannot give the rows of this INSERT into {name} the session's tenant; "
-                               "set tenant_id in the statement or pass the rows as parameters") from error
+        raise TenantScopeError(
+            f"cannot give the rows of this INSERT into {name} the session's tenant; "
+            "set tenant_id in the statement or pass the rows as parameters"
+        ) from error
 
 
 @event.listens_for(TenantSession, "before_flush")
@@ -219,8 +232,10 @@ def _stamp_tenant(session: Session, _flush: UOWTransaction, _instances: Any) -> 
             continue
         name = type(obj).__qualname__
         if tenant is None:
-            raise TenantScopeError(f"this session has no tenant but writes a tenant-owned {name}; "
-                                   "open it with db.session(tenant_id=...) or db.session(system=True)")
+            raise TenantScopeError(
+                f"this session has no tenant but writes a tenant-owned {name}; "
+                "open it with db.session(tenant_id=...) or db.session(system=True)"
+            )
         cls = type(obj)
         current = getattr(obj, TENANT_COLUMN, None)
         if current is None and obj in session.new:
@@ -235,14 +250,21 @@ def _stamp_tenant(session: Session, _flush: UOWTransaction, _instances: Any) -> 
 
 @event.listens_for(TenantSession, "after_begin")
 def _configure_transaction(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
-    """On PostgreSQL, run the transaction as the row-level-security role with the session's tenant set."""
-    if connection.dialect.name != "postgresql":
+    """On PostgreSQL, give the transaction the session's tenant (and, where configured, the row-level-security role).
+
+    System sessions set nothing: they see every tenant only because their login role bypasses row-level
+    security (storage.system_url), never because of a setting that any session could also set.
+    """
+    if connection.dialect.name != "postgresql" or session.info.get(INFO_SYSTEM):
         return
-    info = session.info
-    tenant = info.get(INFO_TENANT)
-    role = info.get(INFO_ROLE) or ""
-    statement = "SELECT set_config('app.tenant_id', :tenant, true), set_config('app.system', :system, true)"
-    params = {"tenant": "" if tenant is None else str(tenant), "system": "on" if info.get(INFO_SYSTEM) else "off"}
+    tenant = session.info.get(INFO_TENANT)
+    role = session.info.get(INFO_ROLE) or ""
+    statement = "SELECT set_config('app.tenant_id', :tenant, true)"
+    params = {"tenant": "" if tenant is None else str(tenant)}
+    key = session.info.get(INFO_KEY)
+    if key is not None and tenant is not None:
+        statement += ", set_config('app.tenant_sig', :signature, true)"
+        params["signature"] = sign_tenant(key, str(tenant), connection.connection.info[BACKEND_PID])
     if role:
         statement += ", set_config('role', :role, true)"
         params["role"] = role

@@ -27,8 +27,14 @@ def index_name(table: str, columns: list[str]) -> str:
     return name
 
 
-def ensure_time_series(connection: Connection, table: str, time_column: str, *, tenant_column: str | None = "tenant_id",
-                       chunk_interval: str | timedelta | None = None) -> str:
+def ensure_time_series(
+    connection: Connection,
+    table: str,
+    time_column: str,
+    *,
+    tenant_column: str | None = "tenant_id",
+    chunk_interval: str | timedelta | None = None,
+) -> str:
     """Make ``table`` a time series on ``connection`` (inside the caller's transaction); return ``"hypertable"`` or ``"index"``.
 
     Idempotent, so it is safe in a migration and at every start-up. A hypertable needs ``time_column``

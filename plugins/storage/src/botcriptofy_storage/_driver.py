@@ -1,0 +1,157 @@
+"""Driver connections that write outbox rows in the same driver call as the transaction's next statement or COMMIT.
+
+An outbox row is one more statement in the publisher's transaction: on SQLite one more hand-off to
+aiosqlite's thread, on PostgreSQL one more round trip. Most publishers write it last, right before
+the commit, so the storage plugin's connections hold it back and send it with the COMMIT:
+
+* SQLite (:class:`SqliteConnection`): the rows and the COMMIT run in one call on the connection's
+  thread (``executemany`` then ``commit``);
+* PostgreSQL (:class:`PostgresConnection`, asyncpg's ``connection_class``): the INSERT and the COMMIT
+  travel in one simple-query message. The values are sent as dollar-quoted literals whose delimiter
+  is chosen so that it cannot occur in the value (:func:`pg_text`).
+
+Durability is the same as writing the row at once: the rows are in the same transaction. If the
+INSERT fails the COMMIT does not run (SQLite: the thread call stops at the error; PostgreSQL: a failing
+statement skips the rest of the message, and the connection rolls the transaction back), and the
+caller sees the error from ``commit()``. A ROLLBACK drops the held rows. Any other statement of the
+transaction first writes them (the ``before_cursor_execute`` listener in ``_engine``), so the
+transaction reads its own outbox rows and savepoints treat them as they would any write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import aiosqlite
+import asyncpg  # type: ignore[import-untyped]
+
+
+class SqliteConnection(aiosqlite.Connection):
+    """An aiosqlite connection that writes held outbox rows in the same thread call as COMMIT.
+
+    The combined call goes through the base class's own queue to its thread (``_execute``, what
+    every aiosqlite method uses; aiosqlite is pinned in requirements/constraints.txt and
+    tests/plugins/storage/test_storage_outbox_commit.py exercises the path on every run).
+    """
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int = 64) -> None:
+        super().__init__(connector, iter_chunk_size)
+        self.outbox_sql = ""
+        self.outbox_rows: list[Sequence[Any]] = []
+
+    def hold_outbox(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
+        """Hold ``rows`` (parameters of ``sql``) until the next statement or COMMIT; False when no transaction is open."""
+        if not self.in_transaction or (self.outbox_rows and sql != self.outbox_sql):
+            return False
+        self.outbox_sql = sql
+        self.outbox_rows.extend(rows)
+        return True
+
+    def _take(self) -> tuple[str, list[Sequence[Any]]]:
+        rows, self.outbox_rows = self.outbox_rows, []
+        return self.outbox_sql, rows
+
+    async def flush_outbox(self) -> None:
+        """Write the held rows now (before another statement of the same transaction)."""
+        if self.outbox_rows:
+            sql, rows = self._take()
+            await self.executemany(sql, rows)
+
+    def _write_and_commit(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        # On the connection's thread. An INSERT that fails rolls the transaction back here: the caller sees
+        # its COMMIT fail, and SQLAlchemy does not roll back a connection whose COMMIT raised.
+        connection = self._conn
+        try:
+            connection.executemany(sql, rows)
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+    async def commit(self) -> None:
+        if not self.outbox_rows:
+            await super().commit()
+            return
+        sql, rows = self._take()
+        await self._execute(self._write_and_commit, sql, rows)  # type: ignore[no-untyped-call]
+
+    async def rollback(self) -> None:
+        self.outbox_rows = []
+        await super().rollback()
+
+    async def close(self) -> None:
+        self.outbox_rows = []
+        await super().close()
+
+
+def sqlite_connector(args: Sequence[Any], kwargs: dict[str, Any]) -> Callable[[], SqliteConnection]:
+    """The ``async_creator`` of a SQLite engine: ``sqlite3.connect(*args, **kwargs)`` on a :class:`SqliteConnection`'s thread."""
+
+    def create() -> SqliteConnection:
+        return SqliteConnection(partial(sqlite3.connect, *args, **kwargs))
+
+    return create
+
+
+def pg_text(value: str) -> str:
+    """``value`` as a PostgreSQL dollar-quoted literal: no escaping, a delimiter that cannot end it early.
+
+    The server takes everything up to the first occurrence of the delimiter as the value, so the
+    delimiter is lengthened until its first occurrence in ``value + delimiter`` is the closing one.
+    A NUL character, which no PostgreSQL text holds, is refused (ValueError).
+    """
+    if "\x00" in value:
+        raise ValueError("PostgreSQL text cannot hold a NUL character")
+    tag = "o"
+    while True:
+        delimiter = f"${tag}$"
+        if (value + delimiter).find(delimiter) == len(value):
+            return f"{delimiter}{value}{delimiter}"
+        tag += "o"
+
+
+class PostgresConnection(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection that sends held outbox statements in the same message as COMMIT."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox_rows: list[str] = []
+
+    def hold_outbox(self, statement: str) -> bool:
+        """Hold ``statement`` (literal SQL, no parameters) until the next statement or COMMIT; False outside a transaction."""
+        if not self.is_in_transaction():
+            return False
+        self.outbox_rows.append(statement)
+        return True
+
+    def _take(self) -> str:
+        statements, self.outbox_rows = self.outbox_rows, []
+        return "".join(statements)
+
+    async def flush_outbox(self) -> None:
+        """Write the held statements now (before another statement of the same transaction)."""
+        if self.outbox_rows:
+            await super().execute(self._take())
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's signature
+        if not self.outbox_rows:
+            return str(await super().execute(query, *args, timeout=timeout))
+        if query == "ROLLBACK;":
+            self.outbox_rows = []
+            return str(await super().execute(query, timeout=timeout))
+        if args or query != "COMMIT;":
+            await self.flush_outbox()
+            return str(await super().execute(query, *args, timeout=timeout))
+        try:
+            return str(await super().execute(self._take() + query, timeout=timeout))
+        except BaseException:
+            # An INSERT that failed skipped the COMMIT and left the transaction aborted; the caller has
+            # already let go of it (asyncpg and SQLAlchemy drop a transaction whose COMMIT raised).
+            if not self.is_closed() and self.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await super().execute("ROLLBACK;")
+            raise
