@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 import botcriptofy_auth
 import botcriptofy_storage
-from botcriptofy import Entitlements, EventHandler, hookimpl
+from botcriptofy import Entitlements, EventHandler, Notification, hookimpl
 
 # Cheap argon2 parameters: the tests exercise the flows, bench/auth_bench.py measures the real cost.
 FAST_HASH = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
@@ -28,8 +29,11 @@ def make_auth(database_url: str, kernel_harness: Any) -> Callable[..., Awaitable
     """
 
     async def make(*, plugins: Mapping[str, Any] | None = None, url: str | None = None, **auth: Any) -> Any:
-        merged = {"storage": botcriptofy_storage, "auth": botcriptofy_auth, **(plugins or {})}
-        return await kernel_harness(plugins=merged, settings=auth_settings(url or database_url, **auth))
+        mailbox = Mailbox()
+        merged = {"storage": botcriptofy_storage, "auth": botcriptofy_auth, "mailbox": mailbox, **(plugins or {})}
+        harness = await kernel_harness(plugins=merged, settings=auth_settings(url or database_url, **auth))
+        harness.mailbox = mailbox
+        return harness
 
     return make
 
@@ -40,6 +44,42 @@ async def signup(
     response = await client.post("/v1/auth/signup", json={"email": email, "password": password, "name": name, "account_type": account_type})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+class Mailbox:
+    """A test plugin receiving ``kernel.notify`` while no notifications plugin routes (the kernel calls ``send_notification``)."""
+
+    def __init__(self) -> None:
+        self.notifications: list[Notification] = []
+
+    @hookimpl
+    def send_notification(self, kernel: Any, notification: Notification) -> None:
+        self.notifications.append(notification)
+
+    async def token_for(self, kernel: Any, email: str, template: str) -> str:
+        """The token of the newest ``template`` link addressed to ``email`` (resolved as the notifications plugin would).
+
+        Without a router the kernel hands the notification over before the token's transaction commits:
+        wait until the link resolves.
+        """
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while True:
+            for notification in reversed(self.notifications):
+                if notification.template != template:
+                    continue
+                people = await kernel.resolve_recipients(notification.recipient)
+                if people and people[0].email == email:
+                    return str(notification.params["token"])
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no open {template} link to {email} among {len(self.notifications)} notifications")
+            await asyncio.sleep(0.02)
+
+
+async def verify(harness: Any, email: str) -> None:
+    """Verify ``email`` the way its owner does: the token of the link sent to it, posted back."""
+    token = await harness.mailbox.token_for(harness.kernel, email, "auth.verify_email")
+    response = await harness.client.post("/v1/auth/email/verify", json={"token": token})
+    assert response.status_code == 200, response.text
 
 
 def fullwidth(text: str) -> str:

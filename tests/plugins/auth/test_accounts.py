@@ -28,7 +28,9 @@ async def test_signup_creates_user_tenant_and_tokens(make_auth):
     assert claims["sub"] == body["user"]["id"] and claims["tid"] == body["tenant"]["id"]
 
     influencer = await signup(harness.client, "influ@example.com", account_type="influencer", name="Bia Influencer")
-    assert influencer["tenant"]["type"] == "influencer" and influencer["tenant"]["plan"] == "internal"
+    # Influencers start on Free, pending the marketing department's review (tests/plugins/auth/test_influencers.py).
+    assert influencer["tenant"]["type"] == "influencer" and influencer["tenant"]["plan"] == "free"
+    assert influencer["tenant"]["review"] == "pending" and body["tenant"]["review"] is None
     assert influencer["tenant"]["id"] != body["tenant"]["id"]
     await wait_until(lambda: len(recorder.of("auth.user_signed_up")) == 2)
 

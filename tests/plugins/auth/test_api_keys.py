@@ -8,10 +8,11 @@ import sqlalchemy as sa
 
 from botcriptofy import Route, hookimpl, require
 from botcriptofy.testing import wait_until
+from botcriptofy_auth._accounts import approve_influencer
 from botcriptofy_auth._models import ApiKey
 from botcriptofy_auth._util import now
 
-from .conftest import Billing, Recorder, bearer, signup
+from .conftest import Billing, Recorder, bearer, signup, verify
 
 
 class Guarded:
@@ -30,8 +31,11 @@ class Guarded:
 
 
 async def _influencer(harness, email="bot-owner@example.com"):
-    # Influencers have the Internal plan, which includes API keys (SPEC §5); Free does not.
-    return (await signup(harness.client, email, account_type="influencer", name="Owner"))["tokens"]["access_token"]
+    # Approved influencers have the Internal plan, which includes API keys (SPEC §5); Free does not.
+    body = await signup(harness.client, email, account_type="influencer", name="Owner")
+    await verify(harness, email)  # unverified accounts cannot create keys
+    await approve_influencer(harness.kernel, body["tenant"]["id"], by="test")
+    return body["tokens"]["access_token"]
 
 
 async def test_create_use_list_and_revoke(make_auth):
@@ -96,10 +100,12 @@ async def test_scopes_cannot_exceed_the_owner(make_auth):
 async def test_free_plan_has_no_api_keys_and_billing_decides_when_present(make_auth):
     harness = await make_auth()
     free = (await signup(harness.client, "free@example.com"))["tokens"]["access_token"]
+    await verify(harness, "free@example.com")
     response = await harness.client.post("/v1/auth/api-keys", headers=bearer(free), json={"name": "x", "scopes": ["trading:read"]})
     assert response.status_code == 403 and response.json()["upgrade_to"] == "pro" and "Free" in response.json()["detail"].title()
     paid = await make_auth(plugins={"billing": Billing("pro")})
     token = (await signup(paid.client, "paid@example.com"))["tokens"]["access_token"]
+    await verify(paid, "paid@example.com")
     assert (
         await paid.client.post("/v1/auth/api-keys", headers=bearer(token), json={"name": "x", "scopes": ["trading:read"]})
     ).status_code == 201

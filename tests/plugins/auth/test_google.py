@@ -13,8 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from .conftest import STRONG_PASSWORD, Recorder, bearer, login, signup
+from botcriptofy.testing import wait_until
+from botcriptofy_auth._models import Identity
+
+from .conftest import STRONG_PASSWORD, Recorder, bearer, login, signup, verify
 
 CLIENT_ID, CLIENT_SECRET = "botcriptofy-test-client", "test-client-secret"
 
@@ -114,12 +118,53 @@ async def test_google_login_links_an_existing_account_by_verified_email(make_aut
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
     harness = await make_auth(**google_settings(provider))
     existing = await signup(harness.client, "linda@example.com", name="Linda")
+    await verify(harness, "linda@example.com")  # only a verified account is linked (see the pre-hijacking test)
     subject = f"google-{uuid.uuid4().hex[:8]}"
     await _seed(provider, subject, {"email": "LINDA@example.com", "email_verified": True, "name": "Linda G"})
     body = (await _google_login(harness, subject)).json()
     assert body["linked"] and not body["created"] and body["user_id"] == existing["user"]["id"]
     # The password still works too.
     assert (await login(harness.client, "linda@example.com", STRONG_PASSWORD)).status_code == 200
+
+
+async def test_google_login_does_not_hand_over_an_account_pre_registered_with_the_victims_address(make_auth, provider, monkeypatch):
+    """Account pre-hijacking: an attacker signs up with the victim's address (never verified) and waits.
+
+    When the victim logs in with Google, the account must not be linked: the attacker still knows its
+    password, so the victim would be working in an account someone else controls.
+    """
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
+    harness = await make_auth(**google_settings(provider))
+    attacker = await signup(harness.client, "victim@example.com", name="Not The Victim")
+    subject = f"google-{uuid.uuid4().hex[:8]}"
+    await _seed(provider, subject, {"email": "victim@example.com", "email_verified": True, "name": "Victim"})
+
+    response = await _google_login(harness, subject)
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert problem["reason"] == "email_not_verified" and problem["type"].endswith("/email-not-verified")
+    assert "access_token" not in problem and "/v1/auth/password/forgot" in problem["detail"]
+    async with harness.kernel.database().session(system=True) as session:
+        links = (await session.execute(sa.select(Identity.user_id).where(Identity.subject == subject))).all()
+    assert links == []
+    # The attacker's own login still sees an account without any Google link, and still unverified.
+    me = (await harness.client.get("/v1/me", headers=bearer(attacker["tokens"]["access_token"]))).json()
+    assert me["user"]["email_verified"] is False
+
+    # The victim takes the address back through the mailbox: the reset link ends the attacker's sessions
+    # and verifies the address; Google then links to the account whose password only the victim knows.
+    assert (await harness.client.post("/v1/auth/password/forgot", json={"email": "victim@example.com"})).status_code == 202
+    await wait_until(lambda: any(n.template == "auth.password_reset" for n in harness.mailbox.notifications))
+    token = await harness.mailbox.token_for(harness.kernel, "victim@example.com", "auth.password_reset")
+    new_password = "a brand new passphrase only I know"
+    reset = await harness.client.post("/v1/auth/password/reset", json={"token": token, "new_password": new_password})
+    assert reset.status_code == 200 and reset.json()["revoked"] == 1
+    assert (await harness.client.get("/v1/me", headers=bearer(attacker["tokens"]["access_token"]))).status_code == 401
+    refreshed = await harness.client.post("/v1/auth/refresh", json={"refresh_token": attacker["tokens"]["refresh_token"]})
+    assert refreshed.status_code == 401
+    assert (await login(harness.client, "victim@example.com", STRONG_PASSWORD)).status_code == 401
+    linked = await _google_login(harness, subject)
+    assert linked.status_code == 200 and linked.json()["linked"] and linked.json()["user_id"] == attacker["user"]["id"]
 
 
 async def test_unverified_google_email_neither_links_nor_creates(make_auth, provider, monkeypatch):
@@ -153,6 +198,10 @@ async def test_callback_refuses_forged_or_replayed_state(make_auth, provider, mo
     state = parse_qs(urlsplit(start.json()["authorization_url"]).query)["state"][0]
     bogus = await harness.client.get("/v1/auth/google/callback", params={"code": "made-up", "state": state})
     assert bogus.status_code == 401
+    # A state that is not even ASCII is a forged state, not a server error.
+    start = await harness.client.get("/v1/auth/google/start", params={"mode": "json"})
+    odd = await harness.client.get("/v1/auth/google/callback", params={"code": "made-up", "state": "é" * 43})
+    assert odd.status_code == 400 and "state" in odd.json()["title"].lower()
     denied = await harness.client.get("/v1/auth/google/callback", params={"error": "access_denied"})
     assert denied.status_code == 401
 

@@ -59,6 +59,12 @@ def test_create_admin_from_the_command_line(tmp_path: Path, monkeypatch):
     assert minted.exit_code == 0, minted.output
     assert re.search(r"X-API-Key \(shown once\): bcf_[0-9a-f]{12}_", minted.output)
     assert "billing:refund" in minted.output
+    # Support marks an address verified by hand (audited); an unknown address is an error.
+    base = ["--settings", str(settings_dir), "--env", "testing", "users", "verify-email", "--email"]
+    verified = runner.invoke(cli, [*base, "OWNER@botcriptofy.example"])
+    assert verified.exit_code == 0 and "owner@botcriptofy.example verified" in verified.output, verified.output
+    unknown = runner.invoke(cli, [*base, "nobody@botcriptofy.example"])
+    assert unknown.exit_code != 0 and "no account has the e-mail nobody@botcriptofy.example" in unknown.output
 
     import asyncio
 
@@ -75,6 +81,8 @@ def test_create_admin_from_the_command_line(tmp_path: Path, monkeypatch):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime), base_url="http://testserver") as client:
                 response = await login(client, "owner@botcriptofy.example", totp_code=pyotp.TOTP(secret).now())
                 assert response.status_code == 200, response.text
+                me = (await client.get("/v1/me", headers=bearer(response.json()["access_token"]))).json()
+                assert me["user"]["email_verified"] is True
         finally:
             await runtime.stop()
 
@@ -150,6 +158,9 @@ async def test_privacy_export_and_erasure(make_auth):
     exported = (await harness.kernel.broadcast("export_subject_data", kernel=harness.kernel, subject=subject))["auth"]
     assert exported["user"]["email"] == "lgpd@example.com" and exported["user"]["tax_id"] == "123.456.789-09"
     assert exported["sessions"] and "argon2" not in str(exported) and "password_hash" not in str(exported)
+    (sent,) = exported["account_emails"]  # the sign-up's verification link: kind and address, never the token
+    assert sent["purpose"] == "verify_email" and sent["sent_to"] == "lgpd@example.com" and sent["used_at"] is None
+    assert harness.mailbox.notifications[0].params["token"] not in str(exported)
     report = (await harness.kernel.broadcast("erase_subject_data", kernel=harness.kernel, subject=subject))["auth"]
     assert "email" in report["erased"]
     assert (await harness.client.get("/v1/me", headers=headers)).status_code == 401
@@ -158,6 +169,7 @@ async def test_privacy_export_and_erasure(make_auth):
         user = await session.get(User, body["user"]["id"])
         assert user.email is None and user.tax_id is None and user.password_hash is None and user.status == "disabled"
         assert (await session.execute(sa.text("SELECT count(*) FROM auth_login_ips"))).scalar_one() == 0
+        assert (await session.execute(sa.text("SELECT count(*) FROM auth_account_tokens"))).scalar_one() == 0
     # The address is free again.
     await signup(harness.client, "lgpd@example.com")
 

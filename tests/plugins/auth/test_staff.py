@@ -6,18 +6,23 @@ import time
 
 import pyotp
 
-from botcriptofy import Route, hookimpl
+from botcriptofy import Permission, Route, hookimpl
 from botcriptofy.testing import wait_until
 from botcriptofy_auth import _totp
+from botcriptofy_auth._accounts import approve_influencer
 from botcriptofy_auth._cli import create_admin, service_token
 
-from .conftest import STRONG_PASSWORD, Recorder, bearer, login, signup
+from .conftest import STRONG_PASSWORD, Recorder, bearer, login, signup, verify
 
 ADMIN = "owner@botcriptofy.example"
 
 
 class Guarded:
     """Routes guarded by department permissions, the way other plugins declare them."""
+
+    @hookimpl
+    def register_permissions(self, kernel):
+        return [Permission("billing:refund", "Refund a payment.", frozenset({"finance:member"}))]
 
     @hookimpl
     def register_routes(self, kernel):
@@ -210,6 +215,8 @@ async def test_security_staff_block_and_log_out_users(make_auth):
     marketing = (await login(harness.client, "mkt@botcriptofy.example")).json()["access_token"]
     victim = await signup(harness.client, "abuser@example.com", account_type="influencer")
     victim_token = victim["tokens"]["access_token"]
+    await approve_influencer(harness.kernel, victim["tenant"]["id"], by="test")
+    await verify(harness, "abuser@example.com")
     key = (
         await harness.client.post("/v1/auth/api-keys", headers=bearer(victim_token), json={"name": "k", "scopes": ["trading:read"]})
     ).json()

@@ -8,9 +8,11 @@ import botcriptofy_auth
 import botcriptofy_cache
 import botcriptofy_storage
 from botcriptofy.testing import wait_until
+from botcriptofy_auth._accounts import approve_influencer, mark_email_verified
 from botcriptofy_auth._fields import new_key_entry
 from botcriptofy_auth._keys import generate_private_key, private_pem
 from botcriptofy_auth._secrets import new_pepper
+from botcriptofy_auth._state import state_of
 
 from .conftest import FAST_HASH, bearer, login, signup
 
@@ -65,6 +67,8 @@ async def test_logout_is_effective_at_once_in_every_worker_sharing_redis(
         for worker in (a, b):
             assert (await worker.client.get("/v1/me", headers=bearer(pair["access_token"]))).status_code == 200
 
+    if backend == "two-layer":  # each worker answers these callers from its memo now: the logout must end that too
+        assert one["access_token"] in state_of(b.kernel).resolved and one["access_token"] in state_of(a.kernel).resolved
     assert (await a.client.post("/v1/auth/logout", headers=bearer(one["access_token"]))).status_code == 204
     await refused_on(b, bearer(one["access_token"]))
     assert (await b.client.get("/v1/me", headers=bearer(one["access_token"]))).json()["type"].endswith("/session-revoked")
@@ -75,7 +79,10 @@ async def test_logout_is_effective_at_once_in_every_worker_sharing_redis(
             await refused_on(worker, bearer(pair["access_token"]))
 
     # An API key revoked on one worker stops working on the other.
-    influencer = (await signup(a.client, "keys@example.com", account_type="influencer"))["tokens"]["access_token"]
+    signed = await signup(a.client, "keys@example.com", account_type="influencer")
+    await approve_influencer(a.kernel, signed["tenant"]["id"], by="test")  # the Internal plan includes API keys
+    await mark_email_verified(a.kernel, email="keys@example.com", by="test")
+    influencer = signed["tokens"]["access_token"]
     key = (await a.client.post("/v1/auth/api-keys", headers=bearer(influencer), json={"name": "bot", "scopes": ["trading:read"]})).json()
     assert (await b.client.get("/v1/me", headers={"X-API-Key": key["key"]})).status_code == 200
     assert (await a.client.delete(f"/v1/auth/api-keys/{key['id']}", headers=bearer(influencer))).status_code == 204

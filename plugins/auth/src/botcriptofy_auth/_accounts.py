@@ -16,6 +16,7 @@ from ._events import ApiKeyCreated, ApiKeyRevoked, StaffRolesChanged, TotpEnable
 from ._fields import FieldDecryptError
 from ._models import ApiKey, Identity, StaffRole, Tenant, User, new_id
 from ._passwords import check_policy, normalise_password
+from ._permissions import catalogue_of
 from ._principals import invalidate_user, mark_key_revoked
 from ._rbac import role_permissions
 from ._secrets import new_api_key
@@ -28,6 +29,7 @@ log = logging.getLogger("botcriptofy.auth")
 API_KEYS_FEATURE = "api_keys"
 # Without a billing plugin, the stored plan decides (SPEC §5: the Free plan has no API keys).
 _PLANS_WITH_API_KEYS = {"pro", "enterprise", "internal"}
+INFLUENCER_PLAN = "internal"
 
 
 def not_found(what: str) -> ProblemError:
@@ -41,9 +43,22 @@ def field_context(column: str, user_id: str) -> str:
 # -- API keys -----------------------------------------------------------------------------
 
 
+def email_not_verified(action: str) -> ProblemError:
+    return ProblemError(
+        403,
+        "E-mail not verified",
+        f"Verify this account's e-mail address before you {action}: open the link we sent, or ask for a new one with "
+        "POST /v1/auth/email/verify/resend.",
+        type="https://botcriptofy.dev/problems/email-not-verified",
+        reason="email_not_verified",
+    )
+
+
 async def ensure_api_keys_allowed(kernel: Kernel, principal: dict[str, Any]) -> None:
     if principal["tenant_type"] == "company":
         return  # staff and agents are not customers
+    if not principal["email_verified"]:
+        raise email_not_verified("create API keys")
     entitlements = await kernel.entitlements(principal["tenant_id"])
     if entitlements is not None:
         allowed, plan = API_KEYS_FEATURE in entitlements.features, entitlements.plan
@@ -61,8 +76,37 @@ async def ensure_api_keys_allowed(kernel: Kernel, principal: dict[str, Any]) -> 
         )
 
 
+MINT_SCOPE = "apikeys:mint"
+
+
+def minting_key(actor: Actor) -> str | None:
+    """The id of the API key making this request, refused unless it carries the dedicated ``apikeys:mint`` scope.
+
+    A leaked key must not leave copies that outlive it: a key creates keys only when its owner gave it
+    that scope by name (``apikeys:*`` does not count), and what it creates is revoked with it.
+    """
+    if actor.attributes.get("auth") != "api_key":
+        return None
+    if MINT_SCOPE not in actor.permissions:
+        raise ProblemError(
+            403,
+            "API keys cannot create API keys",
+            f"This request is authenticated with an API key, which may create keys only if it carries the '{MINT_SCOPE}' scope; "
+            "log in to create keys, or create a key with that scope.",
+            type="https://botcriptofy.dev/problems/api-key-cannot-mint",
+        )
+    return str(actor.attributes["api_key_id"])
+
+
 async def create_api_key(
-    kernel: Kernel, *, owner: Actor, principal: dict[str, Any], name: str, scopes: list[str], days: int | None
+    kernel: Kernel,
+    *,
+    owner: Actor,
+    principal: dict[str, Any],
+    name: str,
+    scopes: list[str],
+    days: int | None,
+    parent_key_id: str | None = None,
 ) -> tuple[ApiKey, str]:
     settings = settings_of(kernel)
     missing = [scope for scope in scopes if not owner.can(scope)]
@@ -100,6 +144,7 @@ async def create_api_key(
         scopes=sorted(set(scopes)),
         created_at=moment,
         expires_at=moment + timedelta(days=days),
+        parent_key_id=parent_key_id,
     )
     async with _db.tenant(kernel, principal["tenant_id"]) as session:
         session.add(key)
@@ -123,16 +168,36 @@ async def list_api_keys(kernel: Kernel, principal: dict[str, Any]) -> list[ApiKe
 
 
 async def revoke_api_key(kernel: Kernel, principal: dict[str, Any], key_id: str) -> None:
+    """Revoke one of the caller's keys, and every key it minted (and they minted), at once."""
     async with _db.tenant(kernel, principal["tenant_id"], write=True) as session:
         key = (await session.scalars(sa.select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == principal["user_id"]))).first()
         if key is None:
             raise not_found("API key")
-        if key.revoked_at is None:
-            key.revoked_at = now()
-            await _db.publish(
-                kernel, ApiKeyRevoked(key_id=key.id, user_id=key.user_id, tenant_id=key.tenant_id), session, tenant_id=key.tenant_id
-            )
-    await mark_key_revoked(kernel, key_id)
+    revoked = await _revoke_with_descendants(kernel, key_id)
+    for revoked_id in revoked:
+        await mark_key_revoked(kernel, revoked_id)
+
+
+async def _revoke_with_descendants(kernel: Kernel, key_id: str) -> list[str]:
+    """Revoke ``key_id`` and the keys minted from it, transitively; return every id (platform-wide: service keys too)."""
+    moment = now()
+    found: list[str] = []
+    async with _db.system(kernel, write=True) as session:
+        frontier = [key_id]
+        seen: set[str] = set()
+        while frontier:
+            rows = list((await session.scalars(sa.select(ApiKey).where(ApiKey.id.in_(frontier)))).all())
+            seen.update(frontier)
+            for row in rows:
+                found.append(row.id)
+                if row.revoked_at is None:
+                    row.revoked_at = moment
+                    await _db.publish(
+                        kernel, ApiKeyRevoked(key_id=row.id, user_id=row.user_id, tenant_id=row.tenant_id), session, tenant_id=row.tenant_id
+                    )
+            children = (await session.scalars(sa.select(ApiKey.id).where(ApiKey.parent_key_id.in_(frontier)))).all()
+            frontier = [child for child in children if child not in seen]
+    return found
 
 
 # -- TOTP ---------------------------------------------------------------------------------
@@ -198,6 +263,14 @@ async def totp_disable(kernel: Kernel, principal: dict[str, Any], code: str) -> 
         user.totp_secret = None
         user.totp_last_step = None
     await invalidate_user(kernel, principal["user_id"])
+    await kernel.audit(
+        "auth.totp_disabled",
+        actor_id=principal["user_id"],
+        actor_kind="user",
+        tenant_id=principal["tenant_id"],
+        target=f"user:{principal['user_id']}",
+        subject=principal["user_id"],
+    )
 
 
 # -- profile ------------------------------------------------------------------------------
@@ -375,17 +448,19 @@ async def service_principal(kernel: Kernel, department: str, role: str) -> tuple
         return await service_principal(kernel, department, role)
 
 
-async def create_service_key(kernel: Kernel, *, department: str, role: str, name: str | None, days: int | None) -> tuple[ApiKey, str, User]:
+async def create_service_key(
+    kernel: Kernel, *, department: str, role: str, name: str | None, days: int | None, parent_key_id: str | None = None
+) -> tuple[ApiKey, str, User]:
     from ._principals import load_principal
 
     user, _ = await service_principal(kernel, department, role)
     async with _db.system(kernel) as session:
         principal = await load_principal(kernel, session, user.id)
     assert principal is not None
-    scopes = sorted(role_permissions(department, role, settings_of(kernel).extra_grants))
+    scopes = sorted(role_permissions(department, role, (await catalogue_of(kernel)).grants))
     owner = Actor(id=user.id, kind="service", tenant_id=principal["tenant_id"], permissions=frozenset(principal["permissions"]))
     key, secret = await create_api_key(
-        kernel, owner=owner, principal=principal, name=name or f"{department} agent", scopes=scopes, days=days
+        kernel, owner=owner, principal=principal, name=name or f"{department} agent", scopes=scopes, days=days, parent_key_id=parent_key_id
     )
     return key, secret, user
 
@@ -427,3 +502,75 @@ async def revoke_user_sessions(kernel: Kernel, *, user_id: str) -> int:
             raise not_found("user")
         tenant_id = user.tenant_id
     return len(await revoke_sessions(kernel, tenant_id=tenant_id, user_id=user_id, session_ids=None, reason="revoked_by_staff"))
+
+
+# -- influencer review --------------------------------------------------------------------
+
+
+async def list_influencers(kernel: Kernel, *, review: str | None) -> list[tuple[Tenant, list[str]]]:
+    async with _db.system(kernel) as session:
+        query = sa.select(Tenant).where(Tenant.type == "influencer").order_by(Tenant.created_at.desc()).limit(500)
+        if review is not None:
+            query = query.where(Tenant.review == review)
+        tenants = list((await session.scalars(query)).all())
+        emails: dict[str, list[str]] = {}
+        if tenants:
+            rows = await session.execute(sa.select(User.tenant_id, User.email).where(User.tenant_id.in_([t.id for t in tenants])))
+            for tenant_id, email in rows.all():
+                if email:
+                    emails.setdefault(tenant_id, []).append(email)
+    return [(tenant, sorted(emails.get(tenant.id, []))) for tenant in tenants]
+
+
+async def approve_influencer(kernel: Kernel, tenant_id: str, *, by: str) -> Tenant:
+    """Move a pending influencer tenant to the Internal plan and publish :class:`InfluencerApproved` (billing assigns the plan)."""
+    from ._events import InfluencerApproved
+
+    async with _db.system(kernel, write=True) as session:
+        tenant = await session.get(Tenant, tenant_id)
+        if tenant is None or tenant.type != "influencer":
+            raise not_found("influencer")
+        if tenant.review == "approved":
+            raise ProblemError(409, "Already approved", "This influencer was approved already.")
+        tenant.review, tenant.plan, tenant.reviewed_by = "approved", INFLUENCER_PLAN, by
+        user_ids = list((await session.scalars(sa.select(User.id).where(User.tenant_id == tenant_id))).all())
+        await _db.publish(
+            kernel,
+            InfluencerApproved(tenant_id=tenant_id, user_ids=user_ids, plan=INFLUENCER_PLAN, approved_by=by),
+            session,
+            tenant_id=tenant_id,
+        )
+    for user_id in user_ids:
+        await invalidate_user(kernel, user_id)
+    return tenant
+
+
+async def mark_email_verified(kernel: Kernel, *, email: str, by: str) -> bool:
+    """Mark the account at ``email`` verified without the link (an operator's decision); False when no account has it."""
+    from ._events import EmailVerified
+
+    async with _db.system(kernel, write=True) as session:
+        user = (await session.scalars(sa.select(User).where(User.email == email))).first()
+        if user is None:
+            return False
+        user.email_verified = True
+        user_id, tenant_id = user.id, user.tenant_id
+        await _db.publish(kernel, EmailVerified(user_id=user_id, tenant_id=tenant_id), session, tenant_id=tenant_id)
+    await invalidate_user(kernel, user_id)
+    await kernel.audit(
+        "auth.email_verified", actor_id=by, actor_kind="operator", tenant_id=tenant_id, target=f"user:{user_id}", subject=user_id
+    )
+    return True
+
+
+async def unlock(kernel: Kernel, *, user_id: str) -> None:
+    """Lift the brute-force guard (``locked_until``) and reset the account's failure count."""
+    async with _db.system(kernel, write=True) as session:
+        result = await session.execute(
+            sa.update(User)
+            .where(User.id == user_id)
+            .values(locked_until=None, failed_logins=0, failed_window_start=None)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:
+            raise not_found("user")

@@ -196,6 +196,19 @@ async def unlock_command(kernel: Kernel, email: str) -> None:
     click.echo(f"{address} unlocked")
 
 
+@users.command("verify-email")
+@click.option("--email", required=True)
+@pass_kernel
+async def verify_email_command(kernel: Kernel, email: str) -> None:
+    """Mark an account's address verified (support checked the person's identity another way); audited."""
+    from ._accounts import mark_email_verified
+
+    address = _email(email)
+    if not await mark_email_verified(kernel, email=address, by="operator:cli"):
+        raise click.ClickException(f"no account has the e-mail {address}")
+    click.echo(f"{address} verified")
+
+
 @users.command("service-key")
 @click.argument("department", type=click.Choice(list(DEPARTMENTS)))
 @click.option("--role", type=click.Choice(list(ROLES)), default="member", show_default=True)
@@ -270,3 +283,84 @@ async def rotate_command(kernel: Kernel) -> None:
 
     count = await rotate_field_keys(kernel)
     click.echo(f"re-encrypted {count} value(s)")
+
+
+@click.group()
+def permissions() -> None:
+    """The permission catalogue (built-in, declared by plugins, granted in settings)."""
+
+
+@permissions.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_kernel
+async def list_permissions_command(kernel: Kernel, as_json: bool) -> None:
+    """List every permission with its default holders and the plugin that declares it."""
+    import json
+
+    from ._permissions import catalogue_of
+
+    catalogue = await catalogue_of(kernel)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [{"name": e.name, "description": e.description, "grants": list(e.grants), "plugin": e.plugin} for e in catalogue.entries],
+                indent=2,
+            )
+        )
+        return
+    width = max((len(e.name) for e in catalogue.entries), default=10)
+    for entry in catalogue.entries:
+        click.echo(f"{entry.name:<{width}}  {entry.plugin:<12}  {', '.join(entry.grants) or '-':<40}  {entry.description}")
+
+
+@click.group()
+def secrets() -> None:
+    """The secret box (auth.field_encryption_keys): rotate its key and re-encrypt every plugin's sealed values."""
+
+
+@secrets.command("rotate")
+@click.option("--key-id", default=None, help="Id of the new key (default: k<UTC timestamp>).")
+@pass_kernel
+def rotate_secrets_command(kernel: Kernel, key_id: str | None) -> None:
+    """Put a new key first in auth.field_encryption_keys (in settings/.secrets.toml), keeping the old ones to decrypt."""
+    import os
+    import time
+
+    import tomlkit
+
+    from ._fields import new_key_entry
+    from ._settings import AuthSettings
+    from ._state import settings_of, state_of
+
+    current = list(settings_of(kernel).field_encryption_keys) or [(kernel.state_dir / "auth" / "field-encryption-key").read_text().strip()]
+    key_id = key_id or time.strftime("k%Y%m%d%H%M%S", time.gmtime())
+    if key_id in state_of(kernel).cipher.key_ids:
+        raise click.BadParameter(f"key id '{key_id}' is already configured", param_hint="--key-id")
+    entries = [new_key_entry(key_id), *current]
+    AuthSettings(field_encryption_keys=entries)  # refuse what the plugin would refuse
+    path = kernel.config.raw.directory / ".secrets.toml"
+    document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    default = document.setdefault("default", tomlkit.table())
+    section = default.setdefault("auth", tomlkit.table())
+    section["field_encryption_keys"] = entries
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(tomlkit.dumps(document))
+    os.replace(path.with_suffix(".tmp"), path)
+    click.echo(f"new key '{key_id}' now encrypts; {len(current)} older key(s) still decrypt ({path})")
+    if os.environ.get("BOTCRIPTOFY_AUTH__FIELD_ENCRYPTION_KEYS"):
+        click.echo("warning: BOTCRIPTOFY_AUTH__FIELD_ENCRYPTION_KEYS is set and overrides the file: put the new list there instead")
+    click.echo("next: once the workers run with it, `botcriptofy secrets reencrypt`, then remove the old keys")
+
+
+@secrets.command("reencrypt")
+@pass_kernel
+async def reencrypt_secrets_command(kernel: Kernel) -> None:
+    """Re-encrypt every plugin's sealed values under the current key (after `secrets rotate`)."""
+    outcome = await kernel.reencrypt_secrets()
+    failed = {name: result for name, result in outcome.items() if isinstance(result, str)}
+    for name, result in sorted(outcome.items()):
+        click.echo(f"{name}: {result if isinstance(result, str) else f're-encrypted {result} value(s)'}")
+    if failed:
+        raise click.ClickException(f"re-encryption failed for: {', '.join(sorted(failed))}; the old keys must stay configured")
+    click.echo(f"every sealed value is under key '{kernel.secret_box().key_id}'; the older keys can be removed")

@@ -39,11 +39,13 @@ def new_key_entry(key_id: str) -> str:
     return f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"
 
 
-class FieldDecryptError(Exception):
+class FieldDecryptError(ValueError):
     """A value that cannot be decrypted: unknown key id, tampered, or moved to another row."""
 
 
 class FieldCipher:
+    """AES-256-GCM under named keys; also the kernel's secret box (``botcriptofy.SecretBox``: ``seal``, ``open``, ``needs_reseal``)."""
+
     def __init__(self, entries: list[str]) -> None:
         if not entries:
             raise ValueError("no field encryption key is configured")
@@ -75,3 +77,22 @@ class FieldCipher:
 
     def needs_rotation(self, stored: str) -> bool:
         return self.key_id_of(stored) != self.current_id
+
+    # -- botcriptofy.SecretBox ------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        return self.current_id
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        return self.encrypt(plaintext, context=context)
+
+    def open(self, sealed: str, *, context: str) -> str:
+        return self.decrypt(sealed, context=context)
+
+    def needs_reseal(self, sealed: str) -> bool:
+        return self.needs_rotation(sealed)

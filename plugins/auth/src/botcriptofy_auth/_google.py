@@ -19,7 +19,7 @@ from ._models import Identity, Tenant, User, new_id
 from ._oidc import STATE_TTL, OidcClient, OidcError, new_login_state, not_configured, same_state
 from ._oidc import Identity as OidcIdentity
 from ._schemas import GoogleCallbackQuery, GoogleLoginOut, GoogleStartOut, GoogleStartQuery
-from ._service import PLAN_FOR, Caller, open_session, record_login_ip
+from ._service import PLAN_FOR, REVIEW_FOR, Caller, open_session, record_login_ip
 from ._state import CACHE_NAMESPACE, settings_of, state_of
 from ._util import client_ip, normalise_email, now, user_agent
 
@@ -150,8 +150,19 @@ async def login_with_identity(kernel: Kernel, identity: OidcIdentity, *, account
             if user is None and email is not None:
                 user = (await session.scalars(sa.select(User).where(User.email == email, User.kind == "user"))).first()
                 if user is not None:
+                    if not user.email_verified:
+                        # Someone may have signed up with this address without owning it (account pre-hijacking):
+                        # linking would hand the Google user an account its creator still controls.
+                        raise ProblemError(
+                            409,
+                            "Account not verified",
+                            "An account with this e-mail exists but its address was never verified, so it is not linked to this "
+                            "Google account. Reset its password (POST /v1/auth/password/forgot; the link goes to this address, "
+                            "ends every session and verifies the address), then log in with Google again.",
+                            type="https://botcriptofy.dev/problems/email-not-verified",
+                            reason="email_not_verified",
+                        )
                     await link_identity(session, user=user, provider=PROVIDER, subject=identity.subject, email=email)
-                    user.email_verified = True
                     linked = True
             if user is None:
                 if email is None:
@@ -167,6 +178,7 @@ async def login_with_identity(kernel: Kernel, identity: OidcIdentity, *, account
                     type=account_type,
                     name=identity.name or email.partition("@")[0],
                     plan=PLAN_FOR[account_type],
+                    review=REVIEW_FOR.get(account_type),
                     created_at=now(),
                 )
                 session.add(tenant)
@@ -218,7 +230,7 @@ async def login_with_identity(kernel: Kernel, identity: OidcIdentity, *, account
             )
     except IntegrityError:
         raise ProblemError(409, "Concurrent login", "Another login created this account at the same moment; try again.") from None
-    await record_login_ip(kernel, user, caller)
+    await record_login_ip(kernel, user, caller, method=PROVIDER)
     return GoogleLoginOut(**tokens.model_dump(), user_id=user.id, created=created, linked=linked)
 
 

@@ -66,6 +66,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     plan: Mapped[str] = mapped_column(sa.String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Influencer sign-ups: 'pending' until the marketing department approves them ('approved'); None otherwise.
+    review: Mapped[str | None] = mapped_column(sa.String(16))
+    reviewed_by: Mapped[str | None] = mapped_column(sa.String(36))
 
     __table_args__ = (
         sa.CheckConstraint("type IN ('company', 'trader', 'influencer')", name="type"),
@@ -77,6 +80,7 @@ class Tenant(Base):
             sqlite_where=sa.text("type = 'company'"),
             postgresql_where=sa.text("type = 'company'"),
         ),
+        {"info": {"tenant_column": "id"}},  # row-level security: a tenant sees its own tenant row (storage plugin)
     )
 
 
@@ -171,6 +175,8 @@ class ApiKey(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The key that created this one (None when a person did): revoking a key revokes what it minted.
+    parent_key_id: Mapped[str | None] = mapped_column(ID, index=True)
 
 
 class LoginIp(Base):
@@ -202,6 +208,34 @@ class Identity(Base):
     __table_args__ = (sa.UniqueConstraint("provider", "subject", name="uq_auth_identities_provider_subject"),)
 
 
+class AccountToken(Base):
+    """A single-use link sent by e-mail: verify an address, reset a password, confirm or cancel an e-mail change.
+
+    Only the token's keyed hash is stored. ``email`` is the address the link went to; an e-mail
+    change has two tokens sharing ``change_id`` (the new address proves ownership, the old one
+    confirms or cancels) and both carry ``new_email``.
+    """
+
+    __tablename__ = "auth_account_tokens"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("auth_tenants.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("auth_users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(sa.String(24))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    email: Mapped[str] = mapped_column(sa.String(320))
+    new_email: Mapped[str | None] = mapped_column(sa.String(320))
+    change_id: Mapped[str | None] = mapped_column(ID, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        sa.CheckConstraint("purpose IN ('verify_email', 'reset_password', 'change_email_new', 'change_email_old')", name="purpose"),
+    )
+
+
 TENANT_TABLES = (
     "auth_users",
     "auth_staff_roles",
@@ -210,4 +244,5 @@ TENANT_TABLES = (
     "auth_api_keys",
     "auth_login_ips",
     "auth_identities",
+    "auth_account_tokens",
 )

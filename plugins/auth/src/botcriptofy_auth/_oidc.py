@@ -192,7 +192,7 @@ def new_login_state() -> dict[str, str]:
 
 
 def same_state(cookie: str | None, query: str | None) -> bool:
-    return bool(cookie) and bool(query) and hmac.compare_digest(str(cookie), str(query))
+    return bool(cookie) and bool(query) and hmac.compare_digest(str(cookie).encode(), str(query).encode())
 
 
 def not_configured() -> ProblemError:

@@ -1,9 +1,10 @@
 """Password hashing (argon2id) off the event loop, behind a concurrency cap, and the password policy.
 
 Each argon2id hash takes ``memory_cost`` KiB and tens of milliseconds of CPU. Hashing runs in a
-dedicated thread pool so the event loop keeps serving; a semaphore caps how many run at once, so a
-burst of logins queues instead of exhausting memory. Unknown e-mails are checked against a dummy
-hash, so a login takes as long whether or not the account exists.
+dedicated thread pool so the event loop keeps serving; a semaphore caps how many run at once, and
+at most ``queue_limit`` more wait for a turn: past that a login is shed at once with a 503 and
+``Retry-After`` instead of queueing for seconds (overload sheds, it does not queue). Unknown
+e-mails are checked against a dummy hash, so a login takes as long whether or not the account exists.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from botcriptofy import ProblemError
+from botcriptofy import ProblemError, ServiceUnavailable
 
 # A few of the most common passwords of at least 8 characters; the length rule catches the rest
 # of the trivial ones. Compared case-insensitively.
@@ -71,9 +72,14 @@ T = TypeVar("T")
 class Passwords:
     """Hash and verify passwords in a thread pool, at most ``concurrency`` at a time."""
 
-    def __init__(self, *, time_cost: int, memory_cost: int, parallelism: int, concurrency: int) -> None:
+    def __init__(self, *, time_cost: int, memory_cost: int, parallelism: int, concurrency: int, queue_limit: int = 16) -> None:
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="botcriptofy-auth-argon2")
         self._semaphore = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.queue_limit = queue_limit
+        self.waiting = 0
+        self.shed = 0
+        self._seconds = 0.2  # a running estimate of one hash, for Retry-After
         self.configure(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
 
     def configure(self, *, time_cost: int, memory_cost: int, parallelism: int) -> None:
@@ -82,8 +88,25 @@ class Passwords:
         self._dummy: str | None = None
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
-        async with self._semaphore:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        if self._semaphore.locked() and self.waiting >= self.queue_limit:
+            self.shed += 1
+            backlog = (self.waiting + self.concurrency) * self._seconds / self.concurrency
+            raise ServiceUnavailable(
+                "Too many password checks are waiting; retry shortly.", retry_after=max(1.0, backlog), dependency="password-hashing"
+            )
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            result = await loop.run_in_executor(self._executor, func, *args)
+            self._seconds = 0.8 * self._seconds + 0.2 * (loop.time() - started)
+            return result
+        finally:
+            self._semaphore.release()
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hasher.hash, password)

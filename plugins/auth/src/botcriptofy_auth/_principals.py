@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +26,7 @@ from botcriptofy import Actor, Kernel, ProblemError
 from . import _db
 from ._keys import InvalidToken
 from ._models import ApiKey, Session, StaffRole, Tenant, User
+from ._permissions import catalogue_of
 from ._rbac import customer_permissions, role_permissions, staff_permissions
 from ._secrets import parse_api_key
 from ._settings import AuthSettings
@@ -80,8 +84,8 @@ def mint_access_token(
 # -- principals ---------------------------------------------------------------------------
 
 
-def permissions_for(principal: dict[str, Any], settings: AuthSettings) -> frozenset[str]:
-    extra = settings.extra_grants
+def permissions_for(principal: dict[str, Any], extra: Mapping[str, Iterable[str]]) -> frozenset[str]:
+    """What the principal holds: its roles or account type, over the catalogue's grants (``current_grants``)."""
     if principal["kind"] == "service":
         department = principal.get("department")
         role = principal["roles"].get(department or "", "viewer")
@@ -104,6 +108,7 @@ async def load_principal(kernel: Kernel, session: Any, user_id: str) -> dict[str
         "tenant_type": tenant.type,
         "tenant_name": tenant.name,
         "plan": tenant.plan,
+        "review": tenant.review,
         "kind": user.kind,
         "email": user.email,
         "name": user.name,
@@ -117,7 +122,7 @@ async def load_principal(kernel: Kernel, session: Any, user_id: str) -> dict[str
         "phone": user.phone,
         "tax_id": user.tax_id,
     }
-    principal["permissions"] = sorted(permissions_for(principal, settings_of(kernel)))
+    principal["permissions"] = sorted(permissions_for(principal, (await catalogue_of(kernel)).grants))
     return principal
 
 
@@ -153,13 +158,101 @@ async def mark_key_revoked(kernel: Kernel, key_id: str) -> None:
 # -- resolving the caller -----------------------------------------------------------------
 
 
+MEMO_MAX = 50_000  # credentials remembered per worker; past it the memo starts again empty
+
+
+def _credentials(request: Request) -> tuple[str, bool] | None:
+    """The request's credential and whether it is an API key; None without one (or with another scheme)."""
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None:
+        return api_key.strip(), True
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    credentials = credentials.strip()
+    return credentials, credentials.startswith("bcf_")
+
+
+async def cached_actor(kernel: Kernel, request: Request) -> Actor | None:
+    """The caller resolved earlier in this worker for the same credentials, if that resolution still holds.
+
+    No signature check, no database: the memo entry names the cache entry its actor was built from,
+    and is used only while the cache still holds that entry (the very object with in-process copies,
+    an equal one when each read decodes anew). A logout or revocation (tombstone),
+    a role change (tag invalidation) or an API key's revocation replaces or drops that entry in every
+    worker, so the memo stops answering at once. With ``strict_revocation`` the revocation marker is
+    read as well, as on the full path.
+    """
+    found = _credentials(request)
+    if found is None:
+        return None
+    state = state_of(kernel)
+    memo = state.resolved.get(found[0])
+    if memo is None:
+        return None
+    cache_key, entry, actor, expires_at = memo
+    if expires_at <= time.time() or state.catalogue_generation != kernel.generation:
+        state.resolved.pop(found[0], None)
+        return None
+    cache = kernel.cache()
+    current = await _cached(kernel, request.scope, cache_key)
+    if current is not entry:
+        # A cache without in-process copies (the redis backend) decodes a new object on every read: the same
+        # content is still the same resolution. A tombstone, a dropped entry or a changed caller is not.
+        if current is None or current != entry:
+            state.resolved.pop(found[0], None)
+            return None
+        state.resolved[found[0]] = (cache_key, current, actor, expires_at)
+    settings = settings_of(kernel)
+    if settings.strict_revocation:
+        marker = f"revoked-key:{actor.attributes['api_key_id']}" if found[1] else f"revoked:{actor.attributes['session_id']}"
+        if await cache.get(marker, namespace=CACHE_NAMESPACE) is not None:
+            state.resolved.pop(found[0], None)
+            return None
+    if found[1]:
+        await _touch(kernel, state, settings, actor.attributes["api_key_id"])
+    return actor  # type: ignore[no-any-return]
+
+
+_READ = "botcriptofy_auth.read"  # the caller's cache entry read earlier in this request: (cache key, value)
+
+
+async def _cached(kernel: Kernel, scope: dict[str, Any] | None, cache_key: str) -> Any:
+    """The caller's cache entry, read once per request (the memo check and the full path share the read)."""
+    if scope is not None:
+        found = scope.get(_READ)
+        if found is not None and found[0] == cache_key:
+            return found[1]
+    value = await kernel.cache().get(cache_key, namespace=CACHE_NAMESPACE)
+    if scope is not None:
+        scope[_READ] = (cache_key, value)
+    return value
+
+
+def _remember(state: AuthState, credential: str, cache_key: str, entry: Any, actor: Actor, expires_at: float) -> None:
+    if len(state.resolved) >= MEMO_MAX:
+        state.resolved.clear()
+    # Every later request with these credentials gets this very object: its attributes are read-only, so a
+    # route that tried to change them fails instead of leaking the change into other requests.
+    shared = replace(actor, attributes=MappingProxyType(dict(actor.attributes)))
+    state.resolved[credential] = (cache_key, entry, shared, expires_at)
+
+
 async def actor_from_request(kernel: Kernel, request: Request) -> Actor | None:
     api_key = request.headers.get("x-api-key")
     authorization = request.headers.get("authorization")
     if api_key is None and authorization is None:
         return None
+    memo = await cached_actor(kernel, request)
+    if memo is not None:
+        return memo
+    await catalogue_of(kernel)  # a new generation's catalogue invalidates cached callers before one is read
+    scope = request.scope
     if api_key is not None:
-        return await _actor_from_api_key(kernel, api_key.strip())
+        return await _actor_from_api_key(kernel, api_key.strip(), scope)
     assert authorization is not None
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() != "bearer":
@@ -168,11 +261,11 @@ async def actor_from_request(kernel: Kernel, request: Request) -> Actor | None:
     if not credentials:
         raise unauthorized("The Authorization header has no token after 'Bearer'.")
     if credentials.startswith("bcf_"):
-        return await _actor_from_api_key(kernel, credentials)
-    return await _actor_from_access_token(kernel, credentials)
+        return await _actor_from_api_key(kernel, credentials, scope)
+    return await _actor_from_access_token(kernel, credentials, scope)
 
 
-async def _actor_from_access_token(kernel: Kernel, token: str) -> Actor:
+async def _actor_from_access_token(kernel: Kernel, token: str, scope: dict[str, Any] | None = None) -> Actor:
     state = state_of(kernel)
     settings = settings_of(kernel)
     try:
@@ -183,7 +276,7 @@ async def _actor_from_access_token(kernel: Kernel, token: str) -> Actor:
     if not isinstance(sid, str):
         raise unauthorized("The access token names no session.")
     cache = kernel.cache()
-    principal = await cache.get(f"principal:{sid}", namespace=CACHE_NAMESPACE)
+    principal = await _cached(kernel, scope, f"principal:{sid}")
     if principal is not None and settings.strict_revocation and await cache.get(f"revoked:{sid}", namespace=CACHE_NAMESPACE) is not None:
         principal = REVOKED
     if principal is None:
@@ -209,14 +302,23 @@ async def _actor_from_access_token(kernel: Kernel, token: str) -> Actor:
     if principal["status"] != "active":
         raise unauthorized("This account is disabled.")
     kind = "service" if principal["kind"] == "service" else "user"
-    return Actor(
+    actor = Actor(
         id=principal["user_id"],
         kind=kind,
         tenant_id=principal["tenant_id"],
         permissions=frozenset(principal["permissions"]),
         super_admin=principal["super_admin"],
-        attributes={"auth": "session", "session_id": sid, "principal": principal, "amr": claims.get("amr", [])},
+        attributes={
+            "auth": "session",
+            "session_id": sid,
+            "principal": principal,
+            "amr": claims.get("amr", []),
+            **identity_facts(principal),
+        },
     )
+    if settings.principal_cache_ttl > 0:
+        _remember(state, token, f"principal:{sid}", principal, actor, float(claims["exp"]))
+    return actor
 
 
 async def _load_session_principal(kernel: Kernel, sid: str, user_id: str) -> dict[str, Any]:
@@ -234,7 +336,7 @@ async def _load_session_principal(kernel: Kernel, sid: str, user_id: str) -> dic
     return principal
 
 
-async def _actor_from_api_key(kernel: Kernel, key: str) -> Actor:
+async def _actor_from_api_key(kernel: Kernel, key: str, scope: dict[str, Any] | None = None) -> Actor:
     if parse_api_key(key) is None:
         raise unauthorized("The API key is malformed.")
     state = state_of(kernel)
@@ -242,7 +344,7 @@ async def _actor_from_api_key(kernel: Kernel, key: str) -> Actor:
     cache = kernel.cache()
     candidates = state.peppers.candidates("api-key", key)
     cache_key = "apikey:" + hashlib.sha256(candidates[0].encode()).hexdigest()
-    resolved = await cache.get(cache_key, namespace=CACHE_NAMESPACE)
+    resolved = await _cached(kernel, scope, cache_key)
     if resolved is None:
         resolved = await _load_api_key(kernel, candidates)
         if settings.principal_cache_ttl > 0:
@@ -266,14 +368,17 @@ async def _actor_from_api_key(kernel: Kernel, key: str) -> Actor:
     if principal["status"] != "active":
         raise unauthorized("The account that owns this API key is disabled.")
     await _touch(kernel, state, settings, resolved["key_id"])
-    return Actor(
+    actor = Actor(
         id=principal["user_id"],
         kind="service" if principal["kind"] == "service" else "api_key",
         tenant_id=principal["tenant_id"],
         permissions=frozenset(resolved["permissions"]),
         super_admin=False,
-        attributes={"auth": "api_key", "api_key_id": resolved["key_id"], "principal": principal},
+        attributes={"auth": "api_key", "api_key_id": resolved["key_id"], "principal": principal, **identity_facts(principal)},
     )
+    if settings.principal_cache_ttl > 0:
+        _remember(state, key, cache_key, resolved, actor, float(resolved["expires_at"]))
+    return actor
 
 
 async def _load_api_key(kernel: Kernel, candidates: list[str]) -> dict[str, Any]:
@@ -317,6 +422,11 @@ async def _touch(kernel: Kernel, state: AuthState, settings: AuthSettings, key_i
         )
 
 
+def identity_facts(principal: dict[str, Any]) -> dict[str, Any]:
+    """The kernel's well-known actor attributes (``email``, ``name``, ``email_verified``) other plugins may read."""
+    return {"email": principal["email"], "name": principal["name"], "email_verified": bool(principal["email_verified"])}
+
+
 def principal_of(actor: Actor) -> dict[str, Any]:
     principal = actor.attributes.get("principal")
     if not isinstance(principal, dict):
@@ -326,3 +436,37 @@ def principal_of(actor: Actor) -> dict[str, Any]:
 
 def expires(ts: datetime) -> float:
     return ts.timestamp()
+
+
+# -- service principals for background work -----------------------------------------------
+
+
+async def service_actor(kernel: Kernel, name: str) -> Actor | None:
+    """The department service principal ``auth.service_principals`` maps ``name`` to (None when it maps nothing).
+
+    Resolved once per generation and name: a role or catalogue change applies from the next generation.
+    """
+    target = settings_of(kernel).service_principals.get(name)
+    if target is None:
+        return None
+    state = state_of(kernel)
+    cached = state.service_actors.get(name)
+    if cached is not None and cached[0] == target and cached[1] == kernel.generation:
+        return cached[2]  # type: ignore[no-any-return]
+    from ._accounts import service_principal
+
+    department, _, role = target.partition(":")
+    user, _ = await service_principal(kernel, department, role)
+    async with _db.system(kernel) as session:
+        principal = await load_principal(kernel, session, user.id)
+    if principal is None:
+        return None
+    actor = Actor(
+        id=principal["user_id"],
+        kind="service",
+        tenant_id=principal["tenant_id"],
+        permissions=frozenset(principal["permissions"]),
+        attributes={"auth": "service", "service": name, "principal": principal},
+    )
+    state.service_actors[name] = (target, kernel.generation, actor)
+    return actor

@@ -10,7 +10,7 @@ from botcriptofy import DataSubject, Kernel
 
 from . import _db
 from ._accounts import field_context
-from ._models import ApiKey, Identity, LoginIp, Session, StaffRole, User
+from ._models import AccountToken, ApiKey, Identity, LoginIp, Session, StaffRole, Tenant, User
 from ._principals import invalidate_user, mark_key_revoked, mark_sessions_revoked
 from ._state import state_of
 from ._util import now
@@ -36,6 +36,7 @@ async def export(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
         ips = (await session.scalars(sa.select(LoginIp).where(LoginIp.user_id == user.id))).all()
         links = (await session.scalars(sa.select(Identity).where(Identity.user_id == user.id))).all()
         roles = (await session.scalars(sa.select(StaffRole).where(StaffRole.user_id == user.id))).all()
+        links_sent = (await session.scalars(sa.select(AccountToken).where(AccountToken.user_id == user.id))).all()
 
     def plain(column: str) -> str | None:
         stored = getattr(user, column)
@@ -80,6 +81,16 @@ async def export(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
         ],
         "login_ips": [{"ip": i.ip, "first_seen": _iso(i.first_seen), "last_seen": _iso(i.last_seen)} for i in ips],
         "linked_identities": [{"provider": link.provider, "email": link.email, "created_at": _iso(link.created_at)} for link in links],
+        "account_emails": [
+            {
+                "purpose": t.purpose,
+                "sent_to": t.email,
+                "new_email": t.new_email,
+                "created_at": _iso(t.created_at),
+                "used_at": _iso(t.used_at),
+            }
+            for t in links_sent
+        ],
     }
 
 
@@ -101,6 +112,10 @@ async def erase(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
         await session.execute(sa.update(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None)).values(revoked_at=moment))
         await session.execute(sa.delete(LoginIp).where(LoginIp.user_id == user.id))
         await session.execute(sa.delete(Identity).where(Identity.user_id == user.id))
+        await session.execute(sa.delete(AccountToken).where(AccountToken.user_id == user.id))
+        tenant = await session.get(Tenant, user.tenant_id)
+        if tenant is not None and tenant.type != "company":
+            tenant.name = "erased user"  # a trader's or influencer's tenant is named after them
         user.email = None
         user.name = "erased user"
         user.phone = None
@@ -116,13 +131,14 @@ async def erase(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
     return {
         "erased": [
             "email",
-            "name",
+            "name (also the name of their own tenant)",
             "phone",
             "tax_id",
             "password",
             "totp secret",
             "login IPs",
             "linked identities",
+            "account e-mail links (addresses they went to)",
             "session addresses and user agents",
         ],
         "kept": {

@@ -3,13 +3,20 @@
 A permission is ``namespace:action``. Company staff hold one role per department; the role's
 grants are cumulative (a member has everything a viewer has, a manager everything a member has
 plus ``<department>:*``). Customers (trader, influencer) get the permissions of their account type
-over their own tenant. Operators add grants with the ``auth.extra_grants`` setting.
+over their own tenant. Plugins declare their permissions and default grants through the
+``register_permissions`` hook; operators add grants with the ``auth.extra_grants`` setting. Both
+merge on top of the built-in table below into one :class:`Catalogue`.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
+
+log = logging.getLogger("botcriptofy.auth")
 
 DEPARTMENTS: dict[str, str] = {
     "ceo": "CEO",
@@ -33,17 +40,19 @@ ROLES: tuple[str, ...] = ("viewer", "member", "manager")
 
 # What each level adds inside its department, beyond ``<dept>:read`` (viewer), ``<dept>:act``
 # (member) and ``<dept>:*`` (manager). Cross-namespace grants name the plugin's own permissions.
+# The permissions of installed plugins (users:*, billing:*, ...) are declared by those plugins.
 _DEPARTMENT_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "ceo": {"viewer": ("reports:read", "analytics:read"), "member": ("reports:act",)},
-    "finance": {"viewer": ("billing:read", "analytics:read"), "member": ("billing:refund", "billing:invoice")},
+    # agents:read: every department agent's decision records (what the CEO agent summarises), nothing else of those departments.
+    "ceo": {"viewer": ("reports:read", "analytics:read", "agents:read"), "member": ("reports:act",)},
+    "finance": {"viewer": ("analytics:read",)},
     "marketing": {"viewer": ("referrals:read", "analytics:read"), "member": ("campaigns:write",)},
     "sales": {"viewer": ("leads:read",), "member": ("leads:write",)},
-    "security": {"viewer": ("audit:read", "users:read"), "member": ("users:block", "sessions:revoke")},
-    "support": {"viewer": ("tickets:read", "users:read"), "member": ("tickets:write",)},
+    "security": {"viewer": ("audit:read",)},
+    "support": {"viewer": ("tickets:read",), "member": ("tickets:write",)},
     "audit": {"viewer": ("audit:read",), "member": ("audit:verify",)},
     "documents": {"viewer": ("documents:read",), "member": ("documents:write",)},
     "configuration": {"viewer": ("configuration:read", "backups:read"), "member": ("backups:run",)},
-    "subscriptions": {"viewer": ("billing:read", "usage:read"), "member": ("subscriptions:manage",)},
+    "subscriptions": {},
 }
 
 # Customers act on their own tenant only; these namespaces never name a department.
@@ -129,3 +138,104 @@ def validate_extra_grants(extra: Mapping[str, Iterable[str]]) -> None:
                 raise ValueError(f"'{permission}' under '{key}' is not a permission of the form 'namespace:action'")
             if permission == "*":
                 raise ValueError(f"'*' under '{key}' would grant everything; make the account a super-admin instead")
+
+
+# -- the catalogue: built-in table + declared permissions + extra grants ------------------
+
+_PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}:([a-z][a-z0-9_-]{0,39}|\*)$")
+
+
+def is_holder(key: str) -> bool:
+    """Whether ``key`` names who can hold a grant: an account type, ``company`` or ``<department>:<role>``."""
+    if key in ("trader", "influencer", "company"):
+        return True
+    department, _, role = key.partition(":")
+    return department in DEPARTMENTS and role in ROLES
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One permission as listed by ``GET /v1/admin/permissions`` and ``botcriptofy permissions list``."""
+
+    name: str
+    description: str
+    grants: tuple[str, ...]
+    plugin: str
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every known permission, and what each holder gets beyond the built-in table (declared defaults and extra grants)."""
+
+    entries: tuple[CatalogueEntry, ...]
+    grants: Mapping[str, tuple[str, ...]]
+
+
+def builtin_entries() -> list[CatalogueEntry]:
+    holders: dict[str, set[str]] = {}
+    for department in DEPARTMENTS:
+        for level, role in enumerate(ROLES):
+            own = {f"{department}:read"} | set(_DEPARTMENT_GRANTS[department].get("viewer", ()))
+            if level >= 1:
+                own |= {f"{department}:act"} | set(_DEPARTMENT_GRANTS[department].get("member", ()))
+            if level >= 2:
+                own |= {f"{department}:*"} | set(_DEPARTMENT_GRANTS[department].get("manager", ()))
+            for permission in own:
+                holders.setdefault(permission, set()).add(f"{department}:{role}")
+    for account_type, permissions in CUSTOMER_PERMISSIONS.items():
+        for permission in permissions:
+            holders.setdefault(permission, set()).add(account_type)
+    for permission in STAFF_BASE_PERMISSIONS:
+        holders.setdefault(permission, set()).add("company")
+    return [CatalogueEntry(name, "built-in departmental permission", _lowest(grants), "auth") for name, grants in holders.items()]
+
+
+def _lowest(grants: Iterable[str]) -> tuple[str, ...]:
+    """Drop ``<department>:<role>`` grants implied by a lower role's grant of the same department."""
+    kept = set(grants)
+    for grant in list(kept):
+        department, _, role = grant.partition(":")
+        if role in ROLES:
+            kept -= {f"{department}:{higher}" for higher in ROLES[ROLES.index(role) + 1 :]}
+    return tuple(sorted(kept))
+
+
+def build_catalogue(declared: Mapping[str, Iterable[Any]], extra: Mapping[str, Iterable[str]]) -> Catalogue:
+    """Merge each plugin's declared permissions (``{plugin: [Permission, ...]}``) and the extra grants over the built-in table.
+
+    A declaration with a malformed name or an unknown holder is left out and logged with the plugin's name.
+    """
+    entries = {entry.name: entry for entry in builtin_entries()}
+    grants: dict[str, set[str]] = {key: set(values) for key, values in extra.items()}
+    for plugin, permissions in sorted(declared.items()):
+        for permission in permissions or ():
+            name = getattr(permission, "name", None)
+            if not isinstance(name, str) or not _PERMISSION_NAME.match(name):
+                log.error(
+                    "plugin '%s' declares a permission named %r, not 'namespace:action'; ignored", plugin, name, extra={"plugin": plugin}
+                )
+                continue
+            unknown = sorted(holder for holder in permission.grants if not is_holder(holder))
+            if unknown:
+                log.error(
+                    "plugin '%s' grants '%s' to unknown holder(s) %s; use 'trader', 'influencer', 'company' or '<department>:<role>'",
+                    plugin,
+                    name,
+                    ", ".join(unknown),
+                    extra={"plugin": plugin},
+                )
+            holders = sorted(holder for holder in permission.grants if is_holder(holder))
+            for holder in holders:
+                grants.setdefault(holder, set()).add(name)
+            entries[name] = CatalogueEntry(name, permission.description, _lowest(holders), plugin)
+    for holder, permissions in extra.items():
+        for name in permissions:
+            entry = entries.get(name)
+            if entry is None:
+                entries[name] = CatalogueEntry(name, "granted by auth.extra_grants", (holder,), "settings")
+            elif holder not in entry.grants:
+                entries[name] = CatalogueEntry(name, entry.description, _lowest((*entry.grants, holder)), entry.plugin)
+    return Catalogue(
+        entries=tuple(sorted(entries.values(), key=lambda entry: entry.name)),
+        grants={holder: tuple(sorted(values)) for holder, values in sorted(grants.items())},
+    )

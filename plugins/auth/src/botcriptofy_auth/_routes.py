@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import MappingProxyType
 from typing import Any
 
 from starlette.requests import Request
@@ -11,22 +12,34 @@ from starlette.responses import JSONResponse, Response
 
 from botcriptofy import Actor, ProblemError, Route, kernel_of, require
 
-from . import _accounts, _service
+from . import _accounts, _flows, _rank, _service
 from ._google import google_callback, google_start
 from ._models import ApiKey, Tenant, User
 from ._principals import principal_of
 from ._schemas import (
+    AcceptedOut,
+    AccountTokenIn,
     ApiKeyCreatedOut,
     ApiKeyIn,
     ApiKeyOut,
+    ApprovalOut,
     BlockIn,
+    EmailChangeIn,
+    EmailChangeOut,
+    EmailChangeStatusOut,
+    EmailVerifiedOut,
     GoogleCallbackQuery,
     GoogleStartQuery,
+    InfluencerOut,
     LoginIn,
     MeOut,
     PasswordChangeIn,
+    PasswordForgotIn,
+    PasswordResetIn,
+    PermissionOut,
     ProfileIn,
     RefreshIn,
+    ReviewQuery,
     RevokedOut,
     ServiceKeyOut,
     ServicePrincipalIn,
@@ -42,6 +55,7 @@ from ._schemas import (
     TotpEnrollOut,
     TotpStatusOut,
     UserOut,
+    VerificationSentOut,
 )
 from ._state import settings_of, state_of
 from ._util import client_ip, user_agent
@@ -111,7 +125,7 @@ async def jwks(request: Request) -> JSONResponse:
 
 
 async def signup(request: Request, *, body: SignupIn) -> Response:
-    """Create an account: a user and its own tenant (trader: Free plan; influencer: Internal plan)."""
+    """Create an account: a user and its own tenant on the Free plan (influencers: pending the marketing department's approval)."""
     result = await _service.signup(
         kernel_of(request),
         email=body.email,
@@ -123,7 +137,7 @@ async def signup(request: Request, *, body: SignupIn) -> Response:
     tenant: Tenant = result["tenant"]
     out = SignupOut(
         user=_user_out(result["user"]),
-        tenant=TenantOut(id=tenant.id, type=tenant.type, name=tenant.name, plan=tenant.plan),
+        tenant=TenantOut(id=tenant.id, type=tenant.type, name=tenant.name, plan=tenant.plan, review=tenant.review),
         tokens=result["tokens"],
     )
     return _json(out, 201)
@@ -190,6 +204,18 @@ async def _me(kernel: Any, actor: Actor, principal: dict[str, Any]) -> Response:
     entitlements = None
     if principal["tenant_type"] != "company" and kernel.hook.entitlements_for.get_hookimpls():
         entitlements = await kernel.entitlements(principal["tenant_id"])
+    auth = "api_key" if actor.attributes.get("auth") == "api_key" else "session"
+    # The document depends only on the cached caller, the actor's permissions and the entitlements: while the
+    # cache still holds the same caller and the plan the same entitlements object, the encoded body is reused.
+    bodies = state_of(kernel).me_bodies
+    remembered = bodies.get(id(principal))
+    if (
+        remembered is not None
+        and remembered[0] is principal
+        and remembered[1] is entitlements
+        and remembered[2] == (auth, actor.permissions)
+    ):
+        return Response(remembered[3], media_type="application/json")
     if entitlements is not None:
         plan = {
             "name": entitlements.plan,
@@ -217,13 +243,19 @@ async def _me(kernel: Any, actor: Actor, principal: dict[str, Any]) -> Response:
             "type": principal["tenant_type"],
             "name": principal["tenant_name"],
             "plan": principal["plan"],
+            "review": principal.get("review"),
         },
         "roles": principal["roles"],
         "permissions": sorted(actor.permissions),
         "plan": plan,
-        "auth": "api_key" if actor.attributes.get("auth") == "api_key" else "session",
+        "auth": auth,
     }
-    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), media_type="application/json")
+    encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    if entitlements is None or type(entitlements.limits) is MappingProxyType:  # immutable inputs only
+        if len(bodies) >= 10_000:
+            bodies.clear()
+        bodies[id(principal)] = (principal, entitlements, (auth, actor.permissions), encoded)
+    return Response(encoded, media_type="application/json")
 
 
 async def update_me(request: Request, *, body: ProfileIn) -> Response:
@@ -247,6 +279,57 @@ async def change_password(request: Request, *, body: PasswordChangeIn) -> Revoke
         keep_session=_session_of(actor),
     )
     return RevokedOut(revoked=count)
+
+
+# -- account e-mails ----------------------------------------------------------------------
+
+FORGOT_ANSWER = "If an account uses this address, a link to reset its password is on its way."
+
+
+async def verify_email(request: Request, *, body: AccountTokenIn) -> EmailVerifiedOut:
+    """Verify the account's address with the token of the link sent to it (single use)."""
+    await _flows.verify_email(kernel_of(request), body.token)
+    return EmailVerifiedOut()
+
+
+async def resend_verification(request: Request) -> VerificationSentOut:
+    """Send a new verification link to the caller's address (the earlier link stops working)."""
+    _, principal = await _principal(request)
+    expires_at = await _flows.resend_verification(kernel_of(request), principal)
+    return VerificationSentOut(expires_at=expires_at)
+
+
+async def forgot_password(request: Request, *, body: PasswordForgotIn) -> Response:
+    """Ask for a password reset link: the same answer, as fast, whether or not an account uses the address."""
+    kernel = kernel_of(request)
+    caller = _caller(request)
+    await _service.throttle_ip(kernel, "password-reset", caller)
+    _flows.request_password_reset(kernel, body.email, caller.ip)
+    return _json(AcceptedOut(detail=FORGOT_ANSWER), 202)
+
+
+async def reset_password(request: Request, *, body: PasswordResetIn) -> RevokedOut:
+    """Set a new password with a reset link; every session of the account is logged out."""
+    count = await _flows.reset_password(kernel_of(request), body.token, body.new_password)
+    return RevokedOut(revoked=count)
+
+
+async def change_email(request: Request, *, body: EmailChangeIn) -> Response:
+    """Start moving the account to a new address: the new address proves itself, the current (verified) one confirms."""
+    actor, principal = await _principal(request, "account:update")
+    credentials = {"password": body.password, **({"totp_code": body.totp_code} if body.totp_code else {})}
+    result = await _flows.start_email_change(kernel_of(request), actor, principal, body.new_email, credentials)
+    return _json(EmailChangeOut(**result), 202)
+
+
+async def confirm_email_change(request: Request, *, body: AccountTokenIn) -> EmailChangeStatusOut:
+    """Confirm an e-mail change with the token sent to the new or to the current address."""
+    return EmailChangeStatusOut(**await _flows.confirm_email_change(kernel_of(request), body.token))
+
+
+async def cancel_email_change(request: Request, *, body: AccountTokenIn) -> RevokedOut:
+    """Refuse an e-mail change with the token sent to the current address: every session of the account ends."""
+    return RevokedOut(revoked=await _flows.cancel_email_change(kernel_of(request), body.token))
 
 
 # -- sessions -----------------------------------------------------------------------------
@@ -291,9 +374,10 @@ async def create_api_key(request: Request, *, body: ApiKeyIn) -> Response:
     """Create a scoped, expiring API key; its secret is in this response only."""
     kernel = kernel_of(request)
     actor, principal = await _principal(request, "apikeys:create")
+    parent = _accounts.minting_key(actor)
     await _accounts.ensure_api_keys_allowed(kernel, principal)
     key, secret = await _accounts.create_api_key(
-        kernel, owner=actor, principal=principal, name=body.name, scopes=body.scopes, days=body.expires_in_days
+        kernel, owner=actor, principal=principal, name=body.name, scopes=body.scopes, days=body.expires_in_days, parent_key_id=parent
     )
     return _json(ApiKeyCreatedOut(**_key_out(key), key=secret), 201)
 
@@ -352,6 +436,7 @@ async def create_staff(request: Request, *, body: StaffIn) -> StaffOut:
     """Add a staff member to the company, with a role per department."""
     actor, principal = await _principal(request, STAFF_PERMISSION)
     _company_of(principal)
+    _rank.check_grant(actor, principal, _str_roles(body.roles))
     user = await _accounts.create_staff(
         kernel_of(request), email=body.email, name=body.name, password=body.password, roles=_str_roles(body.roles), by=actor.id
     )
@@ -387,57 +472,152 @@ async def list_staff(request: Request) -> list[StaffOut]:
 
 
 async def set_staff_roles(request: Request, *, body: StaffRolesIn) -> Response:
-    """Replace a staff member's department roles; effective on their next request."""
+    """Replace a staff member's department roles; effective on their next request (rank rules apply)."""
     actor, principal = await _principal(request, STAFF_PERMISSION)
+    kernel = kernel_of(request)
+    user_id = _id_param(request, "user_id", "staff member")
+    target = await _rank.staff_target(kernel, user_id)
+    if target is None:
+        raise _accounts.not_found("staff member")
+    _rank.check_rank(actor, principal, target)
+    _rank.check_grant(actor, principal, _str_roles(body.roles))
     await _accounts.change_staff_roles(
-        kernel_of(request),
-        company_id=_company_of(principal),
-        user_id=_id_param(request, "user_id", "staff member"),
-        roles=_str_roles(body.roles),
-        by=actor.id,
+        kernel, company_id=_company_of(principal), user_id=user_id, roles=_str_roles(body.roles), by=actor.id
     )
     return Response(status_code=204)
 
 
 async def create_service_key(request: Request, *, body: ServicePrincipalIn) -> Response:
     """Mint an API key for a department's service principal (the agents), with that department role's permissions."""
-    _, principal = await _principal(request, STAFF_PERMISSION)
+    actor, principal = await _principal(request, STAFF_PERMISSION)
     _company_of(principal)
+    _rank.check_grant(actor, principal, {body.department: body.role})
     key, secret, user = await _accounts.create_service_key(
-        kernel_of(request), department=body.department, role=body.role, name=body.name, days=body.expires_in_days
+        kernel_of(request),
+        department=body.department,
+        role=body.role,
+        name=body.name,
+        days=body.expires_in_days,
+        parent_key_id=_accounts.minting_key(actor),
     )
     return _json(ServiceKeyOut(**_key_out(key), key=secret, principal_id=user.id, department=body.department, role=body.role), 201)
 
 
+def _pending(approval: Any) -> Response:
+    out = ApprovalOut(approval_id=approval.id, action=approval.action, status=approval.status, expires_at=approval.expires_at)
+    return _json(out, 202)
+
+
 async def block_user(request: Request, *, body: BlockIn) -> Response:
-    """Block an account (security): it cannot log in, its sessions end and its API keys stop working."""
+    """Block an account (security): it cannot log in, its sessions end and its API keys stop working.
+
+    A staff account needs a rank at least the target's, and an approval (202 with the approval's id).
+    """
+    kernel = kernel_of(request)
     actor, principal = await _principal(request, "users:block")
     _company_of(principal)
-    await _accounts.set_blocked(
-        kernel_of(request), user_id=_id_param(request, "user_id", "user"), blocked=True, reason=body.reason, by=actor.id
-    )
+    user_id = _id_param(request, "user_id", "user")
+    target = await _rank.staff_target(kernel, user_id)
+    if target is not None:
+        _rank.check_rank(actor, principal, target)
+        approval = await _rank.request_staff_action(
+            kernel,
+            action=_rank.BLOCK_STAFF,
+            actor=actor,
+            target=target,
+            permission="users:block",
+            summary=f"Block staff account {target['email']}" + (f": {body.reason}" if body.reason else ""),
+            reason=body.reason,
+        )
+        return _pending(approval)
+    await _accounts.set_blocked(kernel, user_id=user_id, blocked=True, reason=body.reason, by=actor.id)
     return Response(status_code=204)
 
 
 async def unblock_user(request: Request) -> Response:
-    """Lift a block."""
+    """Lift a block (a staff account needs a rank at least the target's)."""
+    kernel = kernel_of(request)
     actor, principal = await _principal(request, "users:block")
     _company_of(principal)
-    await _accounts.set_blocked(kernel_of(request), user_id=_id_param(request, "user_id", "user"), blocked=False, reason=None, by=actor.id)
+    user_id = _id_param(request, "user_id", "user")
+    target = await _rank.staff_target(kernel, user_id)
+    if target is not None:
+        _rank.check_rank(actor, principal, target)
+    await _accounts.set_blocked(kernel, user_id=user_id, blocked=False, reason=None, by=actor.id)
     return Response(status_code=204)
 
 
-async def revoke_user_sessions(request: Request) -> RevokedOut:
-    """Log a user out everywhere (security)."""
-    _, principal = await _principal(request, "sessions:revoke")
+async def unlock_user(request: Request) -> Response:
+    """Lift the brute-force guard on an account (a staff account needs a rank at least the target's)."""
+    kernel = kernel_of(request)
+    actor, principal = await _principal(request, "users:unlock")
     _company_of(principal)
-    count = await _accounts.revoke_user_sessions(kernel_of(request), user_id=_id_param(request, "user_id", "user"))
-    return RevokedOut(revoked=count)
+    user_id = _id_param(request, "user_id", "user")
+    target = await _rank.staff_target(kernel, user_id)
+    if target is not None:
+        _rank.check_rank(actor, principal, target)
+    await _accounts.unlock(kernel, user_id=user_id)
+    return Response(status_code=204)
+
+
+async def revoke_user_sessions(request: Request) -> Response:
+    """Log a user out everywhere (security); a staff account needs a rank at least the target's and an approval (202)."""
+    kernel = kernel_of(request)
+    actor, principal = await _principal(request, "sessions:revoke")
+    _company_of(principal)
+    user_id = _id_param(request, "user_id", "user")
+    target = await _rank.staff_target(kernel, user_id)
+    if target is not None:
+        _rank.check_rank(actor, principal, target)
+        approval = await _rank.request_staff_action(
+            kernel,
+            action=_rank.REVOKE_STAFF_SESSIONS,
+            actor=actor,
+            target=target,
+            permission="sessions:revoke",
+            summary=f"Log staff account {target['email']} out everywhere",
+        )
+        return _pending(approval)
+    count = await _accounts.revoke_user_sessions(kernel, user_id=user_id)
+    return _json(RevokedOut(revoked=count))
+
+
+async def list_permissions(request: Request) -> list[PermissionOut]:
+    """The permission catalogue: built-in, declared by every enabled plugin, and granted in settings."""
+    from ._permissions import catalogue_of
+
+    await require(request, "permissions:read")
+    catalogue = await catalogue_of(kernel_of(request))
+    return [PermissionOut(name=e.name, description=e.description, grants=list(e.grants), plugin=e.plugin) for e in catalogue.entries]
+
+
+async def list_influencers(request: Request, *, query: ReviewQuery) -> list[InfluencerOut]:
+    """Influencer sign-ups, newest first, optionally only those pending review (marketing)."""
+    await require(request, "influencers:read")
+    found = await _accounts.list_influencers(kernel_of(request), review=query.review)
+    return [
+        InfluencerOut(
+            tenant=TenantOut(id=t.id, type=t.type, name=t.name, plan=t.plan, review=t.review), users=emails, created_at=t.created_at
+        )
+        for t, emails in found
+    ]
+
+
+async def approve_influencer(request: Request) -> TenantOut:
+    """Approve an influencer sign-up (marketing): the tenant moves to the Internal plan."""
+    actor = await require(request, "influencers:approve")
+    tenant = await _accounts.approve_influencer(kernel_of(request), _id_param(request, "tenant_id", "influencer"), by=actor.id)
+    return TenantOut(id=tenant.id, type=tenant.type, name=tenant.name, plan=tenant.plan, review=tenant.review)
 
 
 def routes() -> list[Route]:
     auth, account, admin = ["auth"], ["account"], ["admin"]
-    bad_credentials = {401: "Invalid credentials", 423: "Account locked", 429: "Too many attempts"}
+    bad_credentials = {
+        401: "Invalid credentials",
+        423: "Account guarded after failures from many addresses",
+        429: "Too many attempts from this address",
+        503: "Too many password checks waiting (Retry-After)",
+    }
     admin_users = [
         Route(
             "/v1/admin/users/{user_id}/block",
@@ -448,7 +628,11 @@ def routes() -> list[Route]:
             status_code=204,
             tags=admin,
             max_body=4 * 1024,
-            responses={404: "No such user"},
+            responses={
+                202: "A staff account: an approval was requested (rank rules apply)",
+                404: "No such user",
+                503: "No approvals provider is enabled",
+            },
         ),
         Route(
             "/v1/admin/users/{user_id}/unblock",
@@ -460,13 +644,26 @@ def routes() -> list[Route]:
             responses={404: "No such user"},
         ),
         Route(
+            "/v1/admin/users/{user_id}/unlock",
+            unlock_user,
+            methods=["POST"],
+            permission="users:unlock",
+            status_code=204,
+            tags=admin,
+            responses={404: "No such user"},
+        ),
+        Route(
             "/v1/admin/users/{user_id}/revoke-sessions",
             revoke_user_sessions,
             methods=["POST"],
             response=RevokedOut,
             permission="sessions:revoke",
             tags=admin,
-            responses={404: "No such user"},
+            responses={
+                202: "A staff account: an approval was requested (rank rules apply)",
+                404: "No such user",
+                503: "No approvals provider is enabled",
+            },
         ),
     ]
     return [
@@ -482,7 +679,12 @@ def routes() -> list[Route]:
             status_code=201,
             tags=auth,
             max_body=16 * 1024,
-            responses={409: "E-mail already registered", 403: "Sign-up closed", 429: "Too many attempts"},
+            responses={
+                409: "E-mail already registered",
+                403: "Sign-up closed",
+                429: "Too many attempts",
+                503: "Too many password checks waiting (Retry-After)",
+            },
         ),
         Route(
             "/v1/auth/login",
@@ -542,6 +744,82 @@ def routes() -> list[Route]:
             tags=account,
             max_body=16 * 1024,
             name="update_me",
+        ),
+        Route(
+            "/v1/auth/email/verify",
+            verify_email,
+            methods=["POST"],
+            body=AccountTokenIn,
+            response=EmailVerifiedOut,
+            tags=auth,
+            max_body=4 * 1024,
+            responses={400: "Invalid, used, replaced or expired link"},
+        ),
+        Route(
+            "/v1/auth/email/verify/resend",
+            resend_verification,
+            methods=["POST"],
+            response=VerificationSentOut,
+            authenticated=True,
+            tags=auth,
+            responses={409: "Already verified", 429: "A link went out moments ago (Retry-After)"},
+        ),
+        Route(
+            "/v1/auth/password/forgot",
+            forgot_password,
+            methods=["POST"],
+            body=PasswordForgotIn,
+            response=AcceptedOut,
+            status_code=202,
+            tags=auth,
+            max_body=4 * 1024,
+            responses={429: "Too many attempts from this address"},
+        ),
+        Route(
+            "/v1/auth/password/reset",
+            reset_password,
+            methods=["POST"],
+            body=PasswordResetIn,
+            response=RevokedOut,
+            tags=auth,
+            max_body=16 * 1024,
+            responses={400: "Invalid, used, replaced or expired link", 503: "Too many password checks waiting (Retry-After)"},
+        ),
+        Route(
+            "/v1/auth/email/change",
+            change_email,
+            methods=["POST"],
+            body=EmailChangeIn,
+            response=EmailChangeOut,
+            status_code=202,
+            authenticated=True,
+            tags=auth,
+            max_body=16 * 1024,
+            responses={
+                403: "Wrong password or TOTP code, or not a login session",
+                409: "Another account uses the address",
+                429: "A link went out moments ago (Retry-After)",
+            },
+        ),
+        Route(
+            "/v1/auth/email/change/confirm",
+            confirm_email_change,
+            methods=["POST"],
+            body=AccountTokenIn,
+            response=EmailChangeStatusOut,
+            tags=auth,
+            max_body=4 * 1024,
+            responses={400: "Invalid, used, replaced or expired link", 409: "Another account took the address meanwhile"},
+        ),
+        Route(
+            "/v1/auth/email/change/cancel",
+            cancel_email_change,
+            methods=["POST"],
+            body=AccountTokenIn,
+            response=RevokedOut,
+            tags=auth,
+            max_body=4 * 1024,
+            responses={400: "Invalid, used, replaced or expired link"},
         ),
         Route("/v1/auth/sessions", sessions, response=list[SessionOut], authenticated=True, tags=auth),
         Route(
@@ -619,7 +897,13 @@ def routes() -> list[Route]:
             query=GoogleCallbackQuery,
             response=TokenPair,
             tags=auth,
-            responses={400: "Bad or expired login state", 401: "Google refused or the ID token is invalid", 403: "No verified e-mail"},
+            responses={
+                400: "Bad or expired login state",
+                401: "Google refused or the ID token is invalid",
+                403: "No verified e-mail",
+                404: "Google login not configured",
+                502: "Google unreachable",
+            },
         ),
         Route(
             "/v1/admin/staff",
@@ -657,4 +941,22 @@ def routes() -> list[Route]:
             max_body=4 * 1024,
         ),
         *admin_users,
+        Route(
+            "/v1/admin/influencers",
+            list_influencers,
+            query=ReviewQuery,
+            response=list[InfluencerOut],
+            permission="influencers:read",
+            tags=admin,
+        ),
+        Route(
+            "/v1/admin/influencers/{tenant_id}/approve",
+            approve_influencer,
+            methods=["POST"],
+            response=TenantOut,
+            permission="influencers:approve",
+            tags=admin,
+            responses={404: "No such influencer", 409: "Already approved"},
+        ),
+        Route("/v1/admin/permissions", list_permissions, response=list[PermissionOut], permission="permissions:read", tags=admin),
     ]

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from ._rbac import AccountType, Department, Role
-from ._util import normalise_email
+from ._util import check_look_alikes, normalise_email
 
 
 def _email(value: str) -> str:
@@ -36,6 +36,8 @@ def _permission(value: str) -> str:
 
 
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
+# A new account's address: also refused when it reads like another address (look-alike characters).
+NewEmail = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email), AfterValidator(check_look_alikes)]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(_text)]
 Scope = Annotated[str, StringConstraints(max_length=81), AfterValidator(_permission)]
@@ -47,10 +49,12 @@ class _In(BaseModel):
 
 
 class SignupIn(_In):
-    email: Email
+    email: NewEmail
     password: Password
     name: Name
-    account_type: AccountType = Field(description="'trader' (Free plan) or 'influencer' (Internal plan).")
+    account_type: AccountType = Field(
+        description="'trader' (Free plan) or 'influencer' (Free plan until the marketing department approves it: then Internal)."
+    )
 
 
 class LoginIn(_In):
@@ -101,6 +105,19 @@ class TenantOut(BaseModel):
     type: str
     name: str
     plan: str
+    review: Literal["pending", "approved"] | None = Field(
+        None, description="Influencers: 'pending' until the marketing department approves the sign-up."
+    )
+
+
+class InfluencerOut(BaseModel):
+    tenant: TenantOut
+    users: list[str] = Field(description="E-mail addresses of the tenant's users.")
+    created_at: datetime
+
+
+class ReviewQuery(_In):
+    review: Literal["pending", "approved"] | None = Field(None, description="Only tenants in this review state.")
 
 
 class SignupOut(BaseModel):
@@ -203,7 +220,7 @@ class GoogleLoginOut(TokenPair):
 
 
 class StaffIn(_In):
-    email: Email
+    email: NewEmail
     name: Name
     password: Password
     roles: dict[Department, Role] = Field(default_factory=dict)
@@ -239,3 +256,70 @@ class ServiceKeyOut(ApiKeyCreatedOut):
     principal_id: str
     department: str
     role: str
+
+
+class PermissionOut(BaseModel):
+    name: str
+    description: str
+    grants: list[str] = Field(
+        description="Default holders: 'trader', 'influencer', 'company' or '<department>:<role>' (covers higher roles)."
+    )
+    plugin: str = Field(description="The plugin that declares it ('settings' for auth.extra_grants only).")
+
+
+class ApprovalOut(BaseModel):
+    """A destructive staff action waiting for the security department's approval."""
+
+    approval_id: str
+    action: str
+    status: str
+    expires_at: datetime
+
+
+AccountToken = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class AccountTokenIn(_In):
+    token: AccountToken = Field(description="The token of the link from the e-mail.")
+
+
+class PasswordForgotIn(_In):
+    email: Email
+
+
+class PasswordResetIn(_In):
+    token: AccountToken = Field(description="The token of the reset link from the e-mail.")
+    new_password: Password
+
+
+class EmailChangeIn(_In):
+    new_email: NewEmail
+    password: Password = Field(description="The current password: changing the address needs a fresh proof of identity.")
+    totp_code: TotpCode | None = Field(None, description="The TOTP code, when two-factor is on.")
+
+
+class AcceptedOut(BaseModel):
+    detail: str
+
+
+class VerificationSentOut(BaseModel):
+    sent: bool = True
+    expires_at: datetime
+
+
+class EmailVerifiedOut(BaseModel):
+    email_verified: bool = True
+
+
+class EmailChangeOut(BaseModel):
+    change_id: str
+    new_email: str
+    confirmations: list[Literal["new_address", "current_address"]] = Field(
+        description="The links that must be opened: the new address always, the current one when it is verified."
+    )
+    expires_at: datetime
+
+
+class EmailChangeStatusOut(BaseModel):
+    status: Literal["pending", "changed"]
+    waiting_for: list[Literal["new_address", "current_address"]] = Field(default_factory=list)

@@ -13,16 +13,18 @@ from sqlalchemy.exc import IntegrityError
 
 from botcriptofy import Kernel, ProblemError, RateLimit
 
-from . import _db, _totp
+from . import _db, _throttle, _totp
 from ._events import (
     AccountLocked,
     LoginFailed,
     LoginSucceeded,
+    LoginThrottled,
     NewIpLogin,
     RefreshTokenReused,
     SessionsRevoked,
     UserSignedUp,
 )
+from ._flows import VERIFY, mail_wait, send_verification
 from ._models import LoginIp, RefreshToken, Session, StaffRole, Tenant, User, UtcDateTime, new_id
 from ._passwords import check_policy, normalise_password
 from ._principals import invalidate_user, mark_sessions_revoked, mint_access_token, unauthorized
@@ -32,7 +34,9 @@ from ._settings import AuthSettings
 from ._state import CACHE_NAMESPACE, AuthState, settings_of, state_of
 from ._util import now
 
-PLAN_FOR = {"trader": "free", "influencer": "internal", "company": "internal"}
+# Influencers start on Free, pending review: the marketing department's approval moves them to Internal.
+PLAN_FOR = {"trader": "free", "influencer": "free", "company": "internal"}
+REVIEW_FOR = {"influencer": "pending"}
 LOCKED_TYPE = "https://botcriptofy.dev/problems/account-locked"
 TOTP_TYPE = "https://botcriptofy.dev/problems/totp-required"
 
@@ -112,7 +116,7 @@ def _new_refresh(state: AuthState, settings: AuthSettings, row: Session, moment:
     return token, secret
 
 
-async def record_login_ip(kernel: Kernel, user: User, caller: Caller) -> None:
+async def record_login_ip(kernel: Kernel, user: User, caller: Caller, *, method: str = "password") -> None:
     """Remember the address; publish :class:`NewIpLogin` the first time a known user logs in from it."""
     if caller.ip is None:
         return
@@ -128,7 +132,14 @@ async def record_login_ip(kernel: Kernel, user: User, caller: Caller) -> None:
             if known:
                 await _db.publish(
                     kernel,
-                    NewIpLogin(user_id=user.id, tenant_id=user.tenant_id, ip=caller.ip, known_ips=len(known)),
+                    NewIpLogin(
+                        user_id=user.id,
+                        tenant_id=user.tenant_id,
+                        ip=caller.ip,
+                        known_ips=len(known),
+                        user_agent=caller.user_agent,
+                        method=method,
+                    ),
                     session,
                     tenant_id=user.tenant_id,
                 )
@@ -154,7 +165,14 @@ async def signup(kernel: Kernel, *, email: str, password: str, name: str, accoun
     tenant_id = new_id()
     try:
         async with _db.tenant(kernel, tenant_id, write=True) as session:
-            tenant = Tenant(id=tenant_id, type=account_type, name=name, plan=PLAN_FOR[account_type], created_at=now())
+            tenant = Tenant(
+                id=tenant_id,
+                type=account_type,
+                name=name,
+                plan=PLAN_FOR[account_type],
+                review=REVIEW_FOR.get(account_type),
+                created_at=now(),
+            )
             session.add(tenant)
             await session.flush()
             user = User(
@@ -170,6 +188,8 @@ async def signup(kernel: Kernel, *, email: str, password: str, name: str, accoun
             session.add(user)
             await session.flush()
             tokens, _ = await open_session(kernel, session, user=user, method="password", caller=caller, amr=["pwd"])
+            # The address is unproved until the link sent to it comes back (sent only if this commits).
+            await send_verification(kernel, session, user)
             await _db.publish(
                 kernel,
                 UserSignedUp(user_id=user.id, tenant_id=tenant_id, account_type=account_type, method="password", ip=caller.ip),
@@ -180,6 +200,7 @@ async def signup(kernel: Kernel, *, email: str, password: str, name: str, accoun
         if "email" not in str(error.orig).lower():
             raise
         raise _email_taken() from None
+    await mail_wait(kernel, VERIFY, email)  # counts against resending right away
     await record_login_ip(kernel, user, caller)
     return {"user": user, "tenant": tenant, "tokens": tokens}
 
@@ -201,8 +222,9 @@ def _locked(until: datetime) -> ProblemError:
     return ProblemError(
         423,
         "Account locked",
-        f"Too many failed logins: this account is locked until {until.isoformat(timespec='seconds')} "
-        f"({seconds} s). Try again then, or reset the password.",
+        f"Too many failed logins from many addresses: this account is protected until {until.isoformat(timespec='seconds')} "
+        f"({seconds} s). Log in from an address you used before, or with your two-factor code (totp_code), "
+        "or ask support to unlock it.",
         type=LOCKED_TYPE,
         headers={"Retry-After": str(seconds)},
         locked_until=until.isoformat(),
@@ -210,9 +232,19 @@ def _locked(until: datetime) -> ProblemError:
     )
 
 
+async def _familiar(kernel: Kernel, user_id: str, ip: str | None) -> bool:
+    """Whether the owner has logged in from ``ip`` before."""
+    if ip is None:
+        return False
+    async with _db.system(kernel) as session:
+        found = await session.scalar(sa.select(LoginIp.id).where(LoginIp.user_id == user_id, LoginIp.ip == ip).limit(1))
+    return found is not None
+
+
 async def login(kernel: Kernel, *, email: str, password: str, totp_code: str | None, caller: Caller) -> TokenPair:
     settings, state = settings_of(kernel), state_of(kernel)
     await throttle_ip(kernel, "login", caller)
+    await _throttle.check(kernel, email, caller.ip)
     password = normalise_password(password)
     async with _db.system(kernel) as session:
         user = (await session.scalars(sa.select(User).where(User.email == email, User.kind == "user"))).first()
@@ -220,25 +252,22 @@ async def login(kernel: Kernel, *, email: str, password: str, totp_code: str | N
     if user is None:
         await _unknown_user_failure(kernel, email, password, caller)
         raise unauthorized("Invalid e-mail or password.")
-    if user.locked_until is not None and user.locked_until > now():
-        async with _db.system(kernel) as session:
-            await _db.publish(
-                kernel,
-                LoginFailed(
-                    email=email, user_id=user.id, tenant_id=user.tenant_id, reason="locked", failures=user.failed_logins, ip=caller.ip
-                ),
-                session,
-                tenant_id=user.tenant_id,
-            )
-        raise _locked(user.locked_until)
+    guarded = user.locked_until is not None and user.locked_until > now()
+    # Looked up whatever the password: a guarded account answers a wrong password and an unfamiliar
+    # address alike, in the same time.
+    familiar = await _familiar(kernel, user.id, caller.ip) if guarded else True
     matches, rehashed = await state.passwords.verify(user.password_hash, password)
     if not matches:
-        await _failure(kernel, user, email, "bad_password", caller)
+        await _failure(kernel, user, email, "bad_password", caller, guarded=guarded)
     if user.status != "active":
         raise ProblemError(403, "Account disabled", "This account is disabled; contact support.")
     assert tenant is not None
     staff = tenant.type == "company"
     needs_totp = staff and (user.super_admin or user.totp_enabled or settings.staff_totp_required)
+    if guarded and not familiar:
+        if not (user.totp_enabled and user.totp_secret and totp_code):
+            await _failure(kernel, user, email, "guarded", caller, guarded=True)
+        needs_totp = True  # the second factor lets the owner in from a new address
     amr = ["pwd"]
     step: int | None = None
     if needs_totp:
@@ -263,10 +292,11 @@ async def login(kernel: Kernel, *, email: str, password: str, totp_code: str | N
         secret = state.cipher.decrypt(user.totp_secret, context=_totp.totp_context(user.id))
         step = _totp.accept(secret, totp_code, last_step=user.totp_last_step)
         if step is None:
-            await _failure(kernel, user, email, "bad_totp", caller, detail="Invalid or already used TOTP code.")
+            await _failure(kernel, user, email, "bad_totp", caller, detail="Invalid or already used TOTP code.", guarded=guarded)
         amr.append("otp")
     async with _db.system(kernel, write=True) as session:
-        values: dict[str, Any] = {"failed_logins": 0, "failed_window_start": None, "locked_until": None}
+        # A guard stays until it expires (or staff lift it): the owner logging in does not end the attack.
+        values: dict[str, Any] = {} if guarded else {"failed_logins": 0, "failed_window_start": None, "locked_until": None}
         if rehashed:
             values["password_hash"] = rehashed
         if step is not None:
@@ -274,9 +304,10 @@ async def login(kernel: Kernel, *, email: str, password: str, totp_code: str | N
         update = sa.update(User).where(User.id == user.id)
         if step is not None:  # a concurrent login with the same code loses
             update = update.where(sa.or_(User.totp_last_step.is_(None), User.totp_last_step < step))
-        result = await session.execute(update.values(**values).execution_options(synchronize_session=False))
-        if step is not None and result.rowcount == 0:
-            raise unauthorized("Invalid or already used TOTP code.")
+        if values:
+            result = await session.execute(update.values(**values).execution_options(synchronize_session=False))
+            if step is not None and result.rowcount == 0:
+                raise unauthorized("Invalid or already used TOTP code.")
         tokens, sid = await open_session(kernel, session, user=user, method="password", caller=caller, amr=amr)
         await _db.publish(
             kernel,
@@ -284,19 +315,28 @@ async def login(kernel: Kernel, *, email: str, password: str, totp_code: str | N
             session,
             tenant_id=user.tenant_id,
         )
+    await _throttle.forget_pair(kernel, email, caller.ip)
     await record_login_ip(kernel, user, caller)
     return tokens
 
 
 async def _failure(
-    kernel: Kernel, user: User, email: str, reason: str, caller: Caller, *, detail: str = "Invalid e-mail or password."
+    kernel: Kernel,
+    user: User,
+    email: str,
+    reason: str,
+    caller: Caller,
+    *,
+    detail: str = "Invalid e-mail or password.",
+    guarded: bool = False,
 ) -> None:
-    """Count a failed login atomically; lock the account at the threshold. Always raises."""
+    """Count a failed login: the address waits past its thresholds; many addresses guard the account. Always raises."""
     settings = settings_of(kernel)
+    waiting = await _throttle.record_failure(kernel, email, caller.ip)
     moment = now()
     cutoff = moment - timedelta(seconds=settings.lockout_window)
     fresh = sa.or_(User.failed_window_start.is_(None), User.failed_window_start < cutoff)
-    locked_until: datetime | None = None
+    locked_until: datetime | None = user.locked_until if guarded else None
     async with _db.system(kernel, write=True) as session:
         result = await session.execute(
             sa.update(User)
@@ -315,7 +355,16 @@ async def _failure(
             session,
             tenant_id=user.tenant_id,
         )
-        if failures >= settings.lockout_threshold:
+        if waiting is not None and waiting[0] == "pair" and waiting[2] == settings.lockout_threshold:
+            await _db.publish(
+                kernel,
+                LoginThrottled(
+                    user_id=user.id, tenant_id=user.tenant_id, email=email, failures=waiting[2], retry_after=waiting[1], ip=caller.ip
+                ),
+                session,
+                tenant_id=user.tenant_id,
+            )
+        if not guarded and failures >= settings.account_failure_ceiling:
             locked_until = moment + timedelta(seconds=settings.lockout_duration)
             await session.execute(
                 sa.update(User)
@@ -331,33 +380,46 @@ async def _failure(
                 session,
                 tenant_id=user.tenant_id,
             )
+    _refuse(locked_until, waiting, detail)
+
+
+def _refuse(locked_until: datetime | None, waiting: tuple[str, float, int] | None, detail: str) -> None:
+    """The answer to a failed login, the same for accounts and unknown e-mails."""
     if locked_until is not None:
         raise _locked(locked_until)
+    if waiting is not None:
+        raise _throttle.wait_problem(waiting[1], waiting[0])
     raise unauthorized(detail)
 
 
 async def _unknown_user_failure(kernel: Kernel, email: str, password: str, caller: Caller) -> None:
-    """An unknown e-mail costs the same hash and counts towards a lock like a real account, so neither reveals it."""
+    """An unknown e-mail costs the same hash and is counted like a real account, so neither reveals it. Always raises."""
     settings = settings_of(kernel)
-    await state_of(kernel).passwords.verify(None, password)
     cache = kernel.cache()
     key = "unknown-fail:" + hashlib.sha256(email.encode()).hexdigest()
     record = await cache.get(key, namespace=CACHE_NAMESPACE)
+    if isinstance(record, dict) and record.get("locked_until", 0) > time.time():
+        await _familiar(kernel, "", caller.ip)  # the same lookup a guarded account makes, for the same timing
+    await state_of(kernel).passwords.verify(None, password)
+    waiting = await _throttle.record_failure(kernel, email, caller.ip)
     moment = time.time()
+    locked_until: datetime | None = None
     if isinstance(record, dict) and record.get("locked_until", 0) > moment:
-        raise _locked(datetime.fromtimestamp(record["locked_until"], tz=now().tzinfo))
-    if not isinstance(record, dict) or record.get("start", 0) < moment - settings.lockout_window:
-        record = {"count": 0, "start": moment}
-    record = {**record, "count": record["count"] + 1}
-    failures = record["count"]
-    if failures >= settings.lockout_threshold:
-        record = {"count": 0, "start": moment, "locked_until": moment + settings.lockout_duration}
-    await cache.set(key, record, ttl=max(settings.lockout_window, settings.lockout_duration), namespace=CACHE_NAMESPACE)
+        locked_until = datetime.fromtimestamp(record["locked_until"], tz=now().tzinfo)
+        failures = int(record.get("count", 0))
+    else:
+        if not isinstance(record, dict) or record.get("start", 0) < moment - settings.lockout_window:
+            record = {"count": 0, "start": moment}
+        record = {**record, "count": record["count"] + 1}
+        failures = record["count"]
+        if failures >= settings.account_failure_ceiling:
+            record = {"count": 0, "start": moment, "locked_until": moment + settings.lockout_duration}
+            locked_until = datetime.fromtimestamp(record["locked_until"], tz=now().tzinfo)
+        await cache.set(key, record, ttl=max(settings.lockout_window, settings.lockout_duration), namespace=CACHE_NAMESPACE)
     await kernel.events.publish(
         LoginFailed(email=email, user_id=None, tenant_id=None, reason="unknown_user", failures=failures, ip=caller.ip)
     )
-    if "locked_until" in record:
-        raise _locked(datetime.fromtimestamp(record["locked_until"], tz=now().tzinfo))
+    _refuse(locked_until, waiting, "Invalid e-mail or password.")
 
 
 # -- refresh ------------------------------------------------------------------------------
@@ -520,6 +582,15 @@ async def change_password(kernel: Kernel, *, tenant_id: str, user_id: str, curre
     if others:
         await revoke_sessions(kernel, tenant_id=tenant_id, user_id=user_id, session_ids=others, reason="password_changed")
     await invalidate_user(kernel, user_id)
+    await kernel.audit(
+        "auth.password_changed",
+        actor_id=user_id,
+        actor_kind="user",
+        tenant_id=tenant_id,
+        target=f"user:{user_id}",
+        subject=user_id,
+        details={"sessions_revoked": len(others)},
+    )
     return len(others)
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from botcriptofy import PluginSettings, SettingsSchema
 
-from ._rbac import validate_extra_grants
+from ._rbac import DEPARTMENTS, ROLES, validate_extra_grants
 
 
 class AuthSettings(PluginSettings):
@@ -40,10 +40,28 @@ class AuthSettings(PluginSettings):
     argon2_memory_cost: int = Field(65_536, ge=1_024, le=1_048_576, description="KiB per hash.")
     argon2_parallelism: int = Field(4, ge=1, le=16)
     hash_concurrency: int = Field(2, ge=1, le=64, description="Password hashes computed at once (each takes argon2_memory_cost).")
+    hash_queue_limit: int = Field(
+        16, ge=0, le=10_000, description="Password checks that may wait for a turn; past it a login answers 503 with Retry-After."
+    )
     # -- brute force --------------------------------------------------------------------------
-    lockout_threshold: int = Field(5, ge=1, description="Failed logins for one account within lockout_window that lock it.")
+    lockout_threshold: int = Field(
+        5, ge=1, description="Failed logins for one account from one address within lockout_window before that address must wait."
+    )
     lockout_window: int = Field(900, ge=1, description="Seconds over which failed logins are counted.")
-    lockout_duration: int = Field(900, ge=1, description="Seconds an account stays locked.")
+    lockout_duration: int = Field(
+        900, ge=1, description="Seconds an account stays guarded after account_failure_ceiling (known address or TOTP needed)."
+    )
+    login_delay_base: float = Field(2.0, gt=0, le=3600, description="First wait of a throttled address, seconds; doubles per failure.")
+    login_delay_max: float = Field(900.0, gt=0, le=86_400, description="Longest wait of a throttled address, seconds.")
+    address_failure_threshold: int = Field(
+        20, ge=1, description="Failed logins from one address (any accounts) within lockout_window before it must wait."
+    )
+    account_failure_ceiling: int = Field(
+        50,
+        ge=1,
+        description="Failed logins for one account from all addresses within lockout_window that guard it for lockout_duration: "
+        "then only an address the owner used before, a TOTP code, or a staff unlock logs in.",
+    )
     login_ip_limit: int = Field(30, ge=1, description="Login attempts per IP per minute (through the rate limiter plugin).")
     login_ip_burst: int = Field(10, ge=1)
     trusted_proxies: list[str] = Field(default_factory=list, description="Proxy addresses whose X-Forwarded-For is believed.")
@@ -56,6 +74,11 @@ class AuthSettings(PluginSettings):
     extra_grants: dict[str, list[str]] = Field(
         default_factory=dict, description="Extra permissions by 'trader', 'influencer', 'company' or '<department>:<role>'."
     )
+    service_principals: dict[str, str] = Field(
+        default_factory=dict,
+        description="Plugin or agent name -> '<department>:<role>': the service principal its event handlers run as "
+        "(kernel.service_actor). Unmapped names run with no permissions.",
+    )
     principal_cache_ttl: float = Field(60.0, ge=0, description="Seconds a resolved caller (user, roles, tenant) stays cached.")
     strict_revocation: bool = Field(
         False,
@@ -63,6 +86,19 @@ class AuthSettings(PluginSettings):
         "cache a logout then holds on the very next request instead of within the cache's pub/sub "
         "delay (milliseconds), at one Redis read per request.",
     )
+    # -- account e-mails ----------------------------------------------------------------------
+    account_link_url: str = Field(
+        "",
+        description="Front-end page the account e-mails link to: <url>/verify-email?token=..., /reset-password, /confirm-email-change, "
+        "/review-email-change (confirm or cancel). Empty: the e-mail carries the token and the API call to make.",
+    )
+    email_verification_ttl: int = Field(3 * 86_400, ge=60, le=30 * 86_400, description="Seconds an e-mail verification link stays valid.")
+    password_reset_ttl: int = Field(3_600, ge=60, le=86_400, description="Seconds a password reset link stays valid.")
+    email_change_ttl: int = Field(86_400, ge=60, le=7 * 86_400, description="Seconds both links of an e-mail change stay valid.")
+    account_mail_interval: float = Field(
+        60.0, ge=0, description="Seconds between two account e-mails of one kind to one address (resend, reset requests)."
+    )
+    account_mail_daily_cap: int = Field(10, ge=1, description="Account e-mails of one kind to one address per 24 hours.")
     # -- API keys -----------------------------------------------------------------------------
     api_key_pepper: str = Field(
         "",
@@ -94,6 +130,17 @@ class AuthSettings(PluginSettings):
     @classmethod
     def _grants(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         validate_extra_grants(value)
+        return value
+
+    @field_validator("service_principals")
+    @classmethod
+    def _service_principals(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, target in value.items():
+            department, _, role = target.partition(":")
+            if department not in DEPARTMENTS or role not in ROLES:
+                raise ValueError(
+                    f"'{name}' = '{target}' is not '<department>:<role>' (departments: {', '.join(DEPARTMENTS)}; roles: {', '.join(ROLES)})"
+                )
         return value
 
     @field_validator("field_encryption_keys")
@@ -141,9 +188,14 @@ LIVE = frozenset(
         "argon2_time_cost",
         "argon2_memory_cost",
         "argon2_parallelism",
+        "hash_queue_limit",
         "lockout_threshold",
         "lockout_window",
         "lockout_duration",
+        "login_delay_base",
+        "login_delay_max",
+        "address_failure_threshold",
+        "account_failure_ceiling",
         "login_ip_limit",
         "login_ip_burst",
         "trusted_proxies",
@@ -151,8 +203,15 @@ LIVE = frozenset(
         "staff_totp_required",
         "totp_issuer",
         "extra_grants",
+        "service_principals",
         "principal_cache_ttl",
         "strict_revocation",
+        "account_link_url",
+        "email_verification_ttl",
+        "password_reset_ttl",
+        "email_change_ttl",
+        "account_mail_interval",
+        "account_mail_daily_cap",
         "apikey_default_days",
         "apikey_max_days",
         "apikey_touch_interval",

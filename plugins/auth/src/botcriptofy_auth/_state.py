@@ -10,6 +10,7 @@ from botcriptofy import Kernel, PluginError, StashKey
 from ._fields import FieldCipher, new_key_entry
 from ._keys import KeyRing, load_keyring, persistent_secret
 from ._passwords import Passwords
+from ._rbac import Catalogue
 from ._secrets import Peppers, new_pepper
 from ._settings import AuthSettings
 
@@ -28,8 +29,16 @@ class AuthState:
     cipher: FieldCipher
     passwords: Passwords
     oidc: OidcClient | None = None
+    catalogue: Catalogue | None = None
+    catalogue_generation: int = -1
+    service_actors: dict[str, Any] = field(default_factory=dict)
     touched: dict[str, float] = field(default_factory=dict)
+    # Credentials resolved in this worker: token or API key -> (cache key, cached entry the actor was built from, actor, expiry).
+    resolved: dict[str, tuple[str, Any, Any, float]] = field(default_factory=dict)
+    # GET /v1/me documents by cached caller: (caller, entitlements, (auth, permissions), encoded body).
+    me_bodies: dict[int, tuple[Any, Any, Any, bytes]] = field(default_factory=dict)
     background: set[Any] = field(default_factory=set)
+    reset_slots: Any = None  # an asyncio.Semaphore, made in the serving loop (password reset work)
 
 
 STATE: StashKey[AuthState] = StashKey("auth.state")
@@ -91,5 +100,6 @@ def build_state(kernel: Kernel) -> AuthState:
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
             concurrency=settings.hash_concurrency,
+            queue_limit=settings.hash_queue_limit,
         ),
     )

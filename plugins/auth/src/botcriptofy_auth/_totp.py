@@ -40,7 +40,7 @@ def accept(secret: str, code: str, *, last_step: int | None, now: float | None =
     for step in (current - 1, current, current + 1):
         if last_step is not None and step <= last_step:
             continue
-        if hmac.compare_digest(totp.generate_otp(step), code):
+        if hmac.compare_digest(totp.generate_otp(step).encode(), code.encode()):
             return step
     return None
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
 from datetime import UTC, datetime
 
+from confusable_homoglyphs import categories, confusables
 from starlette.requests import Request
 
 _LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\]\\]+$")
@@ -36,6 +38,49 @@ def normalise_email(value: str) -> str:
     labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise ValueError("the domain after '@' is not valid")
+    return email
+
+
+@functools.lru_cache(maxsize=4096)
+def _ascii_look_alike(char: str) -> str | None:
+    """The ASCII character ``char`` is confusable with (Unicode TS #39 confusables data), if any."""
+    found = confusables.is_confusable(char, greedy=True) or []
+    for entry in found:
+        for glyph in entry["homoglyphs"]:
+            if len(glyph["c"]) == 1 and glyph["c"].isascii():
+                return str(glyph["c"])
+    return None
+
+
+def look_alike_problem(part: str) -> str | None:
+    """Why ``part`` (a local part or a domain label) reads like another address; None when it does not.
+
+    Refused: mixed scripts (Latin with Cyrillic or Greek, ...), and non-ASCII text whose TS #39
+    skeleton is plain ASCII (a dotless i, U+0131, or a Cyrillic i, U+0456, imitating ``i``): it would read like an
+    ASCII address that someone else may own.
+    """
+    if part.isascii():
+        return None
+    if confusables.is_mixed_script(part):
+        scripts = sorted({categories.alias(char) for char in part} - {"COMMON"})
+        return f"mixes letters of different scripts ({' and '.join(scripts)})"
+    skeleton = "".join(char if char.isascii() else (_ascii_look_alike(char) or char) for char in part)
+    if skeleton.isascii():
+        odd = next(char for char in part if not char.isascii())
+        return f"contains '{odd}' ({unicodedata.name(odd, f'U+{ord(odd):04X}')}), which looks like '{_ascii_look_alike(odd)}'"
+    return None
+
+
+def check_look_alikes(email: str) -> str:
+    """Raise ``ValueError`` when a new account's (normalised) address reads like another one (refused at sign-up)."""
+    local, _, domain = email.rpartition("@")
+    problem = look_alike_problem(local)
+    if problem is not None:
+        raise ValueError(f"the part before '@' {problem}; use the address exactly as your mail provider spells it")
+    for label in domain.split("."):
+        problem = look_alike_problem(label)
+        if problem is not None:
+            raise ValueError(f"the domain {problem}")
     return email
 
 
