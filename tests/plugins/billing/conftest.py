@@ -290,8 +290,10 @@ class HeaderIdentity:
         if not tenant:
             return None
         permissions = frozenset(p for p in request.headers.get("x-test-permissions", "").split(",") if p)
-        return Actor(id=f"user-{tenant}", kind="user", tenant_id=tenant, permissions=permissions,
-                     attributes={"email": f"{tenant}@example.test", "name": f"Trader {tenant}"})
+        attributes = {"email": f"{tenant}@example.test", "name": f"Trader {tenant}"}
+        if "x-test-email-verified" in request.headers:  # the kernel's well-known attribute, as the auth plugin sets it
+            attributes["email_verified"] = request.headers["x-test-email-verified"] == "true"
+        return Actor(id=f"user-{tenant}", kind="user", tenant_id=tenant, permissions=permissions, attributes=attributes)
 
 
 def tenant_headers(tenant: str, *permissions: str) -> dict[str, str]:

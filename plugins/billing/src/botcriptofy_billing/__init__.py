@@ -3,14 +3,14 @@
 The entry point ``billing`` is :data:`plugin`, a :class:`BillingPlugin`.
 """
 
-from ._events import PaymentFailed, PaymentSucceeded, QuotaExhausted, QuotaWarning, SubscriptionChanged, TrialEnding
+from ._events import PaymentFailed, PaymentSucceeded, QuotaExhausted, QuotaWarning, Refunded, SubscriptionChanged, TrialEnding
 from ._money import Money
 from ._plans import CATALOG, QUOTAS, Catalog, Interval, Plan
 from ._plugin import BillingPlugin
 from ._settings import BillingSettings
 from ._signature import sign
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"
 
 plugin = BillingPlugin()
 
@@ -27,6 +27,7 @@ __all__ = [
     "Plan",
     "QuotaExhausted",
     "QuotaWarning",
+    "Refunded",
     "SubscriptionChanged",
     "TrialEnding",
     "__version__",

@@ -89,3 +89,15 @@ class QuotaExhausted(Event):
     limit: int
     plan: str
     upgrade_to: str | None
+
+
+class Refunded(Event):
+    """Money was given back on a charge (``charge.refunded``): ``amount`` is what this refund added."""
+
+    event_type = "billing.refunded"
+
+    tenant_id: str
+    charge_id: str
+    amount: Money
+    amount_refunded: Money
+    full: bool

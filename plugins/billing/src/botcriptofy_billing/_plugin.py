@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 import stripe
 
-from botcriptofy import Entitlements, Envelope, EventHandler, Migrations, QuotaDecision, SettingsSchema, hookimpl
+from botcriptofy import (
+    DataSubject,
+    Entitlements,
+    Envelope,
+    EventHandler,
+    Migrations,
+    Permission,
+    QuotaDecision,
+    SettingsSchema,
+    StaffCommand,
+    hookimpl,
+)
 
 from ._models import Base
 from ._settings import SCHEMA, BillingSettings
@@ -18,10 +29,12 @@ from ._state import STATE, BillingState
 from ._stripe import StripeGateway
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import click
     from starlette.routing import BaseRoute
 
-    from botcriptofy import Kernel
+    from botcriptofy import Activity, ApprovalAction, Kernel, Workflow
 
 log = logging.getLogger("botcriptofy.billing")
 
@@ -108,12 +121,70 @@ class BillingPlugin:
 
     @hookimpl
     def register_event_handlers(self, kernel: Kernel) -> list[EventHandler]:
-        async def influencer_signed_up(envelope: Envelope) -> None:
-            payload = envelope.payload
-            if payload.get("account_type") != "influencer" or not payload.get("tenant_id"):
+        async def influencer_approved(envelope: Envelope) -> None:
+            # Influencers sign up on Free; the marketing department's approval moves them to Internal.
+            tenant_id = envelope.payload.get("tenant_id")
+            if not tenant_id:
                 return
             from ._service import assign
 
-            await assign(kernel.current(), str(payload["tenant_id"]), INFLUENCER_PLAN)
+            await assign(kernel.current(), str(tenant_id), INFLUENCER_PLAN)
 
-        return [EventHandler("billing.influencer-plan", influencer_signed_up, events=("auth.user_signed_up",))]
+        from ._dunning import event_handlers
+
+        return [EventHandler("billing.influencer-plan", influencer_approved, events=("auth.influencer_approved",)), *event_handlers(kernel)]
+
+    @hookimpl
+    def register_staff_commands(self, kernel: Kernel) -> list[StaffCommand]:
+        from ._commands import COMMANDS
+
+        return list(COMMANDS)
+
+    @hookimpl
+    def register_permissions(self, kernel: Kernel) -> list[Permission]:
+        return [
+            Permission(
+                "billing:read",
+                "Read plans, subscriptions and invoices of any tenant.",
+                frozenset({"finance:viewer", "subscriptions:viewer"}),
+            ),
+            Permission("billing:refund", "Refund a payment.", frozenset({"finance:member"})),
+            Permission("billing:invoice", "Issue or correct an invoice.", frozenset({"finance:member"})),
+            Permission("billing:dunning", "Approve pausing dunning reminders (billing.pause_dunning).", frozenset({"finance:manager"})),
+            Permission("usage:read", "Read any tenant's quota usage.", frozenset({"subscriptions:viewer"})),
+            Permission(
+                "subscriptions:manage", "Change a tenant's plan by hand (grants, corrections).", frozenset({"subscriptions:member"})
+            ),
+        ]
+
+    @hookimpl
+    async def export_subject_data(self, kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
+        from ._privacy import export
+
+        return await export(kernel, subject)
+
+    @hookimpl
+    async def erase_subject_data(self, kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
+        from ._privacy import erase
+
+        return await erase(kernel, subject)
+
+    @hookimpl
+    async def business_metrics(self, kernel: Kernel, since: datetime, until: datetime) -> dict[str, int] | None:
+        from ._figures import business_metrics
+
+        return await business_metrics(kernel, since, until)
+
+    @hookimpl
+    def register_approval_actions(self, kernel: Kernel) -> list[ApprovalAction]:
+        from ._dunning import approval_actions
+
+        return approval_actions(kernel)
+
+    # -- workflows -----------------------------------------------------------------------
+
+    @hookimpl
+    def register_workflows(self, kernel: Kernel) -> list[Workflow | Activity]:
+        from ._dunning import contributions
+
+        return contributions(kernel)

@@ -168,8 +168,22 @@ async def _account(request: Request) -> tuple[Actor, str, BillingState, Standing
     return actor, tenant, state, found
 
 
+def _require_verified_email(actor: Actor) -> None:
+    """Paid plans need a proved address: refused when the identity plugin says the caller's e-mail is unverified.
+
+    ``email_verified`` is one of the kernel's well-known actor attributes (docs/hooks.md); a caller
+    whose identity plugin does not set it is not refused.
+    """
+    if (actor.attributes or {}).get("email_verified") is False:
+        raise ProblemError(403, "E-mail not verified",
+                           "Verify this account's e-mail address before subscribing to a paid plan: open the link we sent, "
+                           "or ask for a new one with POST /v1/auth/email/verify/resend.",
+                           type="https://botcriptofy.dev/problems/email-not-verified", reason="email_not_verified")
+
+
 async def checkout(request: Request, *, body: CheckoutIn) -> UrlOut:
-    """Start Stripe Checkout for a plan and interval; answers the URL to send the customer to."""
+    """Start Stripe Checkout for a plan and interval; answers the URL to send the customer to (a verified e-mail is needed)."""
+    _require_verified_email(await require(request))
     actor, tenant, state, found = await _account(request)
     plan = _sold_plan(state, body.plan)
     sub = found.subscription
@@ -298,7 +312,7 @@ def routes() -> list[Route]:
               responses={403: "No tenant", 503: "Storage disabled"}),
         Route("/v1/billing/usage", get_usage, response=list[UsageOut], authenticated=True, tags=TAGS),
         Route("/v1/billing/checkout", checkout, methods=["POST"], body=CheckoutIn, response=UrlOut, authenticated=True, tags=TAGS,
-              responses={403: "Not billed", 409: "Already subscribed", **PROBLEMS_502}),
+              responses={403: "Not billed, or the e-mail address is not verified", 409: "Already subscribed", **PROBLEMS_502}),
         Route("/v1/billing/portal", portal, methods=["POST"], response=UrlOut, authenticated=True, tags=TAGS,
               responses={403: "Not billed", 409: "Never subscribed", **PROBLEMS_502}),
         Route("/v1/billing/subscription/change", change_plan, methods=["POST"], body=ChangeIn, response=SubscriptionOut,

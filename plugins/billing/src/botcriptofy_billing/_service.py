@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -259,8 +260,19 @@ def _signature(plan: Plan, row: Subscription | None) -> tuple[Any, ...]:
             row.dunning_exhausted)
 
 
+_ENTITLEMENTS: dict[int, tuple[Plan, Entitlements]] = {}
+
+
 def entitlements_of(plan: Plan) -> Entitlements:
-    return Entitlements(plan=plan.code, limits=dict(plan.limits), features=plan.features)
+    """The plan's entitlements: one read-only object per plan, so every request of its tenants shares it."""
+    found = _ENTITLEMENTS.get(id(plan))
+    if found is not None and found[0] is plan:
+        return found[1]
+    entitlements = Entitlements(plan=plan.code, limits=MappingProxyType(dict(plan.limits)), features=plan.features)
+    if len(_ENTITLEMENTS) >= 256:  # a catalogue has a handful of plans; a reload makes new ones
+        _ENTITLEMENTS.clear()
+    _ENTITLEMENTS[id(plan)] = (plan, entitlements)
+    return entitlements
 
 
 async def plan_for(kernel: Kernel, tenant_id: str) -> Plan:

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import stripe
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 
-from botcriptofy import read_body
+from botcriptofy import ProblemError, read_body
 
-from ._events import PaymentFailed, PaymentSucceeded, TrialEnding
-from ._models import Subscription, WebhookEvent
+from . import _invoices as invoices
+from ._events import PaymentFailed, PaymentSucceeded, Refunded, TrialEnding
+from ._models import Refund, Subscription, WebhookEvent
 from ._money import Money
 from ._service import (
     apply_subscription,
@@ -46,6 +47,7 @@ HANDLED = frozenset({
     "invoice.paid",
     "invoice.payment_succeeded",
     "invoice.payment_failed",
+    "charge.refunded",
 })
 
 
@@ -83,7 +85,12 @@ async def receive(request: Request, kernel: Kernel) -> dict[str, Any]:
     if not secret:
         raise not_configured()
     payload = await read_body(request, kernel.kernel_settings.max_body_bytes)
-    event = verify(payload, request.headers.get("stripe-signature"), secret, state.settings.webhook_tolerance)
+    try:
+        event = verify(payload, request.headers.get("stripe-signature"), secret, state.settings.webhook_tolerance)
+    except ProblemError as refusal:
+        await kernel.audit("billing.webhook_refused", actor_kind="external", actor_id="stripe", outcome="denied", target="webhook:stripe",
+                           client_address=request.client.host if request.client else None, details={"reason": refusal.detail})
+        raise
     return await process(kernel, state, event)
 
 
@@ -152,6 +159,8 @@ async def dispatch(kernel: Kernel, state: BillingState, session: Any, event: dic
                                                        trial_end=to_datetime(obj.get("trial_end"))),
                           key=f"trial-ending:{obj['id']}:{obj.get('trial_end')}", tenant_id=tenant)
         return outcome, tenant
+    if kind == "charge.refunded":
+        return await _refunded(kernel, state, session, event)
     # invoices
     subscription_id = invoice_subscription(obj)
     tenant = await tenant_of_customer(session, object_id(obj.get("customer")))
@@ -164,6 +173,8 @@ async def dispatch(kernel: Kernel, state: BillingState, session: Any, event: dic
     if tenant is None:
         return "unknown_tenant", None
     currency = str(obj.get("currency") or state.catalog.currency)
+    await invoices.record(session, tenant_id=tenant, kind=kind, invoice=obj, created=int(created), currency=currency,
+                          subscription_id=subscription_id)
     if kind == "invoice.payment_failed":
         final = obj.get("next_payment_attempt") is None
         await publish(kernel, session, PaymentFailed(
@@ -186,3 +197,26 @@ async def dispatch(kernel: Kernel, state: BillingState, session: Any, event: dic
     outcome, _ = await apply_subscription(kernel, state, session, snapshot, as_of=as_of, reason=kind.rpartition(".")[2],
                                           subscription_id=subscription_id, dunning_exhausted=dunning, tenant_hint=tenant)
     return outcome, tenant
+
+
+async def _refunded(kernel: Kernel, state: BillingState, session: Any, event: dict[str, Any]) -> tuple[str, str | None]:
+    """``charge.refunded``: record what this event added to the charge's refunded total and publish it."""
+    charge = event["data"]["object"]
+    tenant = await tenant_of_customer(session, object_id(charge.get("customer")))
+    if tenant is None:
+        tenant = (charge.get("metadata") or {}).get(TENANT_METADATA)
+    if tenant is None:
+        return "unknown_tenant", None
+    total = int(charge.get("amount_refunded") or 0)
+    before = (await session.execute(select(func.max(Refund.amount_refunded)).where(Refund.charge_id == charge["id"]))).scalar_one()
+    added = total - int(before or 0)
+    if added <= 0:
+        return "stale", tenant
+    currency = str(charge.get("currency") or state.catalog.currency).upper()
+    session.add(Refund(id=event["id"], tenant_id=tenant, charge_id=charge["id"], currency=currency, amount=added,
+                       amount_refunded=total, created=int(event["created"])))
+    await publish(kernel, session, Refunded(
+        tenant_id=tenant, charge_id=charge["id"], amount=Money(amount_minor=added, currency=currency),
+        amount_refunded=Money(amount_minor=total, currency=currency), full=bool(charge.get("refunded")),
+    ), key=f"refunded:{charge['id']}:{total}", tenant_id=tenant)
+    return "refunded", tenant
