@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from botcriptofy import HealthCheck, SettingsSchema, StashKey, hookimpl
+from botcriptofy import DataSubject, HealthCheck, SettingsSchema, StashKey, hookimpl
 
 from ._metrics import CacheCollector
 from ._service import CacheService, NoWriterError, PendingWrite, Writer
@@ -27,6 +27,8 @@ __all__ = [
     "PendingWrite",
     "Writer",
     "cache_backend",
+    "erase_subject_data",
+    "export_subject_data",
     "health_checks",
     "plugin_settings_schema",
     "register_metrics",
@@ -55,7 +57,7 @@ def _state(kernel: Kernel) -> _State:
 
 @hookimpl
 def plugin_settings_schema() -> SettingsSchema:
-    return SettingsSchema(CacheSettings, live=LIVE_KEYS)
+    return SettingsSchema(CacheSettings, live=LIVE_KEYS, guarded=frozenset({"redis_url"}))
 
 
 @hookimpl(tryfirst=True)
@@ -99,3 +101,17 @@ def health_checks(kernel: Kernel) -> list[HealthCheck] | None:
 def register_metrics(kernel: Kernel) -> list[Any]:
     state = _state(kernel)
     return [CacheCollector(state.stats, lambda: state.service)]
+
+
+@hookimpl
+def export_subject_data(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
+    from ._privacy import export
+
+    return export(kernel, subject)
+
+
+@hookimpl
+async def erase_subject_data(kernel: Kernel, subject: DataSubject) -> dict[str, Any] | None:
+    from ._privacy import erase
+
+    return await erase(kernel.stash.get(SERVICE, None), subject)

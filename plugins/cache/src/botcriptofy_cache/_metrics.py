@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ._stats import Stats
 
 P = "botcriptofy_cache_"
+REJECTION_REASONS = ("bad-signature", "pickle-not-allowed", "unsigned")
 
 
 class CacheCollector:
@@ -60,6 +61,8 @@ class CacheCollector:
         for state, count in sorted(stats.redis_switches.items()):
             families["switches"].add_metric([state], count)
         families["redis_errors"].add_metric([], stats.redis_errors)
+        for reason in REJECTION_REASONS:
+            families["rejected"].add_metric([reason], stats.rejected.get(reason, 0))
         service = self.current()
         if service is not None:
             families["entries"].add_metric([], service.memory_entries)
@@ -85,20 +88,24 @@ class CacheCollector:
             "load_errors": counter("load_errors", "Loader calls that raised."),
             "coalesced": counter("coalesced", "get_or_set calls that waited for a loader already running in the process."),
             "lock_waits": counter("lock_waits", "Loads that waited for another process holding the key's lock."),
-            "latency": HistogramMetricFamily(P + "operation_seconds", "Time of cache operations (get includes get_or_set lookups).",
-                                             labels=["namespace", "operation"]),
+            "latency": HistogramMetricFamily(
+                P + "operation_seconds", "Time of cache operations (get includes get_or_set lookups).", labels=["namespace", "operation"]
+            ),
             "wb_enqueued": counter("write_behind_enqueued", "Writes acknowledged into the write-behind stream."),
             "wb_flushed": counter("write_behind_flushed", "Write-behind writes persisted by this worker's writer."),
             "wb_failures": counter("write_behind_failures", "Writer calls that raised (retried)."),
             "wb_dead": counter("write_behind_dead_lettered", "Writes moved to the dead-letter stream."),
-            "wb_sync": counter("write_behind_synchronous", "Write-behind writes made synchronously instead, by reason.",
-                               ("namespace", "reason")),
+            "wb_sync": counter(
+                "write_behind_synchronous", "Write-behind writes made synchronously instead, by reason.", ("namespace", "reason")
+            ),
             "wb_backlog": gauge("write_behind_backlog", "Writes in the stream not yet persisted."),
             "wb_lag": gauge("write_behind_lag_seconds", "Age of the oldest write not yet persisted."),
-            "invalidations": counter("invalidations", "Invalidations made (key, tag, tenant) and received from other workers.",
-                                     ("kind",)),
+            "invalidations": counter("invalidations", "Invalidations made (key, tag, tenant) and received from other workers.", ("kind",)),
             "switches": counter("redis_state_changes", "Times Redis went down or came back.", ("state",)),
             "redis_errors": counter("redis_errors", "Redis commands that failed.", ()),
+            "rejected": counter(
+                "rejected_entries", "Redis entries refused (not loaded): unsigned, bad-signature, pickle-not-allowed.", ("reason",)
+            ),
             "entries": gauge("memory_entries", "Entries in the in-process layer.", ()),
             "redis_up": gauge("redis_up", "1 while Redis answers (always 0 for the memory backend).", ("backend",)),
         }

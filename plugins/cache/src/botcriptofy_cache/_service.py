@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _scripts
-from ._codec import FORMATS, DecodeError, decode, encode
+from ._codec import Codec, DecodeError, NotData, RefusedEntry
 from ._memory import MISS, NEVER, MemoryLayer
 from ._settings import CacheSettings, NamespaceSettings
 from ._stats import NamespaceStats, Stats
@@ -48,6 +48,7 @@ log = logging.getLogger("botcriptofy.cache")
 TENANT_TAG = "@tenant:"
 _DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 _MAX_REMEMBERED = 100_000
+REFUSAL_LOG_INTERVAL = 60.0
 _TAG_BATCH = 1000
 _DEFAULT_NAMESPACE = NamespaceSettings.model_validate({})
 
@@ -146,7 +147,8 @@ class CacheService:
         self._local: MemoryLayer | None = MemoryLayer(settings.memory_max_entries) if settings.backend != "redis" else None
         self._two_layer = settings.backend == "two-layer"
         self._uses_redis = settings.backend != "memory"
-        self._format = FORMATS[settings.serializer]
+        self._codec = codec_for(settings)
+        self._refusals_logged: dict[str, float] = {}
         self._prefix = settings.prefix
         self._channel = settings.prefix + "invalidate"
         self._origin = uuid.uuid4().hex
@@ -174,10 +176,15 @@ class CacheService:
         if not self._uses_redis:
             return
         timeout = self.settings.redis_timeout
-        self._client = Redis.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                      retry=Retry(NoBackoff(), 1))
-        self._background = Redis.from_url(self.settings.redis_url, socket_timeout=max(5.0, self.settings.write_behind_block * 4),
-                                          socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1))
+        self._client = Redis.from_url(
+            self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
+        )
+        self._background = Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=max(5.0, self.settings.write_behind_block * 4),
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
         for name in ("SET", "WRITE_BEHIND", "GET_OR_LOCK", "RELEASE", "INVALIDATE_TAG"):
             self._scripts[name] = self._client.register_script(getattr(_scripts, name))
         from ._writebehind import Flusher
@@ -186,7 +193,7 @@ class CacheService:
         try:
             await self._client.ping()
             await self._recover(initial=True)
-        except (*_DOWN_ERRORS, RedisError, _Unavailable) as error:
+        except Exception as error:
             self._went_down(error)
         self._flusher.start()
 
@@ -200,8 +207,7 @@ class CacheService:
         for task in (self._listener, self._probe, *self._flights.values()):
             if task is not None and not task.done():
                 task.cancel()
-        await asyncio.gather(*(t for t in (self._listener, self._probe, *self._flights.values()) if t is not None),
-                             return_exceptions=True)
+        await asyncio.gather(*(t for t in (self._listener, self._probe, *self._flights.values()) if t is not None), return_exceptions=True)
         for client in (self._client, self._background):
             if client is not None:
                 await client.aclose()
@@ -209,7 +215,7 @@ class CacheService:
     def reconfigure(self, settings: CacheSettings) -> None:
         """Apply a change confined to live keys: TTLs, jitter, namespaces, bounds and write-behind tuning."""
         self.settings = settings
-        self._format = FORMATS[settings.serializer]
+        self._codec = codec_for(settings)
         if self._local is not None:
             self._local.resize(settings.memory_max_entries)
         for namespace in self._namespaces.values():
@@ -240,8 +246,16 @@ class CacheService:
         stats.get_latency.observe(perf_counter() - started)
         return None
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None, tags: Iterable[str] = (), namespace: str = "default",
-                  tenant_id: str | None = None) -> None:
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        namespace: str = "default",
+        tenant_id: str | None = None,
+    ) -> None:
         """Store ``value`` for ``ttl`` seconds (None: the namespace's TTL; 0: no expiry), indexed under ``tags``.
 
         This is cache-aside: it never calls the namespace's writer (see :meth:`write`).
@@ -288,8 +302,16 @@ class CacheService:
         self.stats_registry.invalidations["tenant"] += 1
         await self._invalidate((TENANT_TAG + tenant_id,))
 
-    async def get_or_set(self, key: str, loader: Callable[[], Any], *, ttl: float | None = None, tags: Iterable[str] = (),
-                         namespace: str = "default", tenant_id: str | None = None) -> Any:
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        namespace: str = "default",
+        tenant_id: str | None = None,
+    ) -> Any:
         """Return the cached value, or call ``loader()`` (sync or async) once, cache its result and return it.
 
         Concurrent calls for the same cold key share one loader call in this process; across
@@ -323,8 +345,16 @@ class CacheService:
         stats.get_latency.observe(perf_counter() - started)
         return value
 
-    async def write(self, key: str, value: Any, *, ttl: float | None = None, tags: Iterable[str] = (), namespace: str = "default",
-                    tenant_id: str | None = None) -> None:
+    async def write(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        namespace: str = "default",
+        tenant_id: str | None = None,
+    ) -> None:
         """Write ``value`` to the system of record and the cache, as the namespace's ``write_policy`` says.
 
         - ``write-through``: await the writer, then cache the value (every worker sees it).
@@ -401,9 +431,15 @@ class CacheService:
         if namespace is not None:
             return self.stats_registry.namespace(namespace).as_dict()
         out: dict[str, Any] = {name: s.as_dict() for name, s in self.stats_registry.namespaces.items()}
-        out["_"] = {"backend": self.backend, "redis_available": self.redis_available, "memory_entries": self.memory_entries,
-                    "invalidations": dict(self.stats_registry.invalidations), "redis_errors": self.stats_registry.redis_errors,
-                    "redis_switches": dict(self.stats_registry.redis_switches)}
+        out["_"] = {
+            "backend": self.backend,
+            "redis_available": self.redis_available,
+            "memory_entries": self.memory_entries,
+            "invalidations": dict(self.stats_registry.invalidations),
+            "redis_errors": self.stats_registry.redis_errors,
+            "rejected_entries": dict(self.stats_registry.rejected),
+            "redis_switches": dict(self.stats_registry.redis_switches),
+        }
         return out
 
     @property
@@ -425,7 +461,7 @@ class CacheService:
         assert self._client is not None
         try:
             return bool(await self._client.ping())
-        except _DOWN_ERRORS as error:
+        except Exception as error:
             self._went_down(error)
             raise
 
@@ -474,17 +510,22 @@ class CacheService:
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
         try:
             return await awaitable
-        except (*_DOWN_ERRORS, RedisError) as error:
+        except Exception as error:  # any type: a client bug must degrade the cache, never fail the request
             self._failed(error)
 
     def _failed(self, error: BaseException) -> NoReturn:
-        """Classify a Redis error: an outage marks Redis down; any other Redis error is counted and logged."""
-        if isinstance(error, _DOWN_ERRORS):
-            self._went_down(error)
-        else:
+        """Classify a Redis error: an error reply is counted and logged; anything else marks Redis down.
+
+        Exceptions that are not redis-py's own (an ``AttributeError`` from inside a connection
+        health check, say) count as an outage: the connection may be broken, and the probe replaces
+        the pool's connections before Redis is used again.
+        """
+        if isinstance(error, RedisError) and not isinstance(error, _DOWN_ERRORS):
             self.stats_registry.redis_errors += 1
             log.warning("redis command failed: %r", error)
-        raise _Unavailable(str(error)) from error
+        else:
+            self._went_down(error)
+        raise _Unavailable(_describe(error)) from error
 
     async def _read(self, ns: Namespace, full: str) -> Any:
         """Read an entry from Redis and keep an in-process copy (two-layer); MISS when absent or unreadable."""
@@ -530,12 +571,36 @@ class CacheService:
         for watch in self._watches.values():
             watch.dirty = True
 
+    def _encode(self, ns: Namespace, full: str, value: Any, expires_at: float, tags: tuple[str, ...], write_id: int) -> bytes:
+        """The Redis entry of ``value`` (checked as data on the memory backend too, so it behaves as it will with Redis)."""
+        try:
+            if not self._uses_redis:
+                self._codec.check(value)
+                return b""
+            return self._codec.encode(value, expires_at, tags, write_id)
+        except NotData as error:
+            key = full.split(":", 2)[2]
+            raise NotData(f"cannot cache the value of namespace '{ns.name}', key '{key}': {error}") from None
+
+    def refused(self, what: str, error: DecodeError) -> None:
+        """Count an entry that was not loaded; log it (at most once a minute per reason: an attack must not flood the logs)."""
+        registry = self.stats_registry
+        if isinstance(error, RefusedEntry):
+            registry.rejected[error.reason] = registry.rejected.get(error.reason, 0) + 1
+            message = "cache entry %r refused and treated as a miss: %s (someone who can write to Redis may be tampering with it)"
+        else:
+            registry.redis_errors += 1
+            message = "unreadable cache entry %r treated as a miss: %s"
+        now = monotonic()
+        if now - self._refusals_logged.get(error.reason, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            self._refusals_logged[error.reason] = now
+            log.warning(message, what, error)
+
     def _decoded(self, ns: Namespace, full: str, raw: bytes, watch: _Watch) -> Any:
         try:
-            value, expires_at, tags, write_id = decode(raw)
+            value, expires_at, tags, write_id = self._codec.decode(raw)
         except DecodeError as error:
-            self.stats_registry.redis_errors += 1
-            log.warning("unreadable cache entry %r treated as a miss: %s", full, error)
+            self.refused(full, error)
             return MISS
         # Keep a copy only if no invalidation happened meanwhile: it could have been for this entry.
         if self._local is not None and ns.local and watch.allows(tags, write_id):
@@ -546,11 +611,12 @@ class CacheService:
                 self._local.put(full, value, monotonic() + life, tags, ns.stats)
         return value
 
-    async def _store(self, ns: Namespace, full: str, value: Any, ttl: float | None, tags: tuple[str, ...],
-                     lock: tuple[str, str] | None = None) -> None:
+    async def _store(
+        self, ns: Namespace, full: str, value: Any, ttl: float | None, tags: tuple[str, ...], lock: tuple[str, str] | None = None
+    ) -> None:
         seconds = self._ttl(ns, ttl)
         write_id = random.getrandbits(63)
-        payload = encode(value, time.time() + seconds if seconds else 0.0, tags, self._format, write_id) if self._uses_redis else b""
+        payload = self._encode(ns, full, value, time.time() + seconds if seconds else 0.0, tags, write_id)
         ns.stats.sets += 1
         self._touched(full, write_id)
         if self._local is not None and ns.local:
@@ -563,24 +629,29 @@ class CacheService:
         if self._redis_up:
             lock_key, token = lock if lock is not None else (self._value_key(full), "")
             try:
-                await self._call(self._scripts["SET"](
-                    keys=[self._value_key(full), lock_key, *(self._tag_key(t) for t in tags)],
-                    args=[payload, int(seconds * 1000), self._channel, self._message(keys=[full], write_id=write_id), token],
-                ))
+                await self._call(
+                    self._scripts["SET"](
+                        keys=[self._value_key(full), lock_key, *(self._tag_key(t) for t in tags)],
+                        args=[payload, int(seconds * 1000), self._channel, self._message(keys=[full], write_id=write_id), token],
+                    )
+                )
                 return
             except _Unavailable:
                 pass
         self._remember(keys=(full,))
 
-    async def _enqueue(self, ns: Namespace, full: str, key: str, tenant_id: str | None, value: Any, ttl: float | None,
-                       tags: tuple[str, ...]) -> None:
+    async def _enqueue(
+        self, ns: Namespace, full: str, key: str, tenant_id: str | None, value: Any, ttl: float | None, tags: tuple[str, ...]
+    ) -> None:
         seconds = self._ttl(ns, ttl)
         write_id = random.getrandbits(63)
-        payload = encode(value, time.time() + seconds if seconds else 0.0, tags, self._format, write_id)
-        await self._call(self._scripts["WRITE_BEHIND"](
-            keys=[self._value_key(full), self.stream_key(ns.name), *(self._tag_key(t) for t in tags)],
-            args=[payload, int(seconds * 1000), self._channel, self._message(keys=[full], write_id=write_id), key, tenant_id or ""],
-        ))
+        payload = self._encode(ns, full, value, time.time() + seconds if seconds else 0.0, tags, write_id)
+        await self._call(
+            self._scripts["WRITE_BEHIND"](
+                keys=[self._value_key(full), self.stream_key(ns.name), *(self._tag_key(t) for t in tags)],
+                args=[payload, int(seconds * 1000), self._channel, self._message(keys=[full], write_id=write_id), key, tenant_id or ""],
+            )
+        )
         ns.stats.sets += 1
         ns.stats.wb_enqueued += 1
         ns.stats.wb_backlog += 1
@@ -619,14 +690,14 @@ class CacheService:
             while await self._call(self._scripts["INVALIDATE_TAG"](keys=[self._tag_key(tag)], args=[_TAG_BATCH])) == _TAG_BATCH:
                 pass
         for start in range(0, len(keys), _TAG_BATCH):
-            await self._call(self._client.unlink(*(self._value_key(k) for k in keys[start:start + _TAG_BATCH])))
-        await self._call(self._client.publish(self._channel, self._message(keys=keys[:_TAG_BATCH], tags=tags,
-                                                                           clear=len(keys) > _TAG_BATCH)))
+            await self._call(self._client.unlink(*(self._value_key(k) for k in keys[start : start + _TAG_BATCH])))
+        await self._call(
+            self._client.publish(self._channel, self._message(keys=keys[:_TAG_BATCH], tags=tags, clear=len(keys) > _TAG_BATCH))
+        )
 
     # -- internals: stampede protection ----------------------------------------------------
 
-    async def _fill(self, ns: Namespace, full: str, loader: Callable[[], Any], ttl: float | None,
-                    tags: tuple[str, ...]) -> tuple[Any, str]:
+    async def _fill(self, ns: Namespace, full: str, loader: Callable[[], Any], ttl: float | None, tags: tuple[str, ...]) -> tuple[Any, str]:
         if self._redis_up:
             assert self._client is not None
             token = uuid.uuid4().hex
@@ -637,8 +708,11 @@ class CacheService:
             while self._redis_up:
                 watch = self._watch(full)
                 try:
-                    found = await self._call(self._scripts["GET_OR_LOCK"](
-                        keys=[self._value_key(full), lock_key], args=[token, int(self.settings.lock_timeout * 1000)]))
+                    found = await self._call(
+                        self._scripts["GET_OR_LOCK"](
+                            keys=[self._value_key(full), lock_key], args=[token, int(self.settings.lock_timeout * 1000)]
+                        )
+                    )
                 except _Unavailable:
                     break
                 finally:
@@ -700,12 +774,18 @@ class CacheService:
             self._down_since = monotonic()
             self._up_event.clear()
             self.stats_registry.redis_switches["down"] += 1
-            log.warning("redis at %s is unavailable (%s); serving from the in-process layer and loaders until it returns",
-                        _safe_url(self.settings.redis_url), _describe(error))
+            log.warning(
+                "redis at %s is unavailable (%s); serving from the in-process layer and loaders until it returns",
+                _safe_url(self.settings.redis_url),
+                _describe(error),
+            )
         elif self._down_since is None:
             self._down_since = monotonic()
-            log.warning("redis at %s is unavailable at start-up (%s); serving from the in-process layer and loaders",
-                        _safe_url(self.settings.redis_url), _describe(error))
+            log.warning(
+                "redis at %s is unavailable at start-up (%s); serving from the in-process layer and loaders",
+                _safe_url(self.settings.redis_url),
+                _describe(error),
+            )
         listener = self._listener
         if listener is not None and listener is not asyncio.current_task() and not listener.done():
             listener.cancel()
@@ -719,12 +799,12 @@ class CacheService:
             delay = self.settings.reconnect_interval
             try:
                 await self._client.ping()
-            except (*_DOWN_ERRORS, RedisError):
+            except Exception:  # whatever the client raises, keep probing: this task is the only way back
                 continue
             try:
                 await self._recover(initial=False)
                 return
-            except (*_DOWN_ERRORS, RedisError, _Unavailable) as error:
+            except Exception as error:
                 log.info("redis answered but recovery failed (%s); retrying", _describe(error))
 
     async def _recover(self, *, initial: bool) -> None:
@@ -751,8 +831,7 @@ class CacheService:
         if not initial:
             down_for = monotonic() - self._down_since if self._down_since is not None else 0.0
             self.stats_registry.redis_switches["up"] += 1
-            log.info("redis at %s is available again after %.1f s; caching in Redis resumed",
-                        _safe_url(self.settings.redis_url), down_for)
+            log.info("redis at %s is available again after %.1f s; caching in Redis resumed", _safe_url(self.settings.redis_url), down_for)
         self._down_since = None
 
     async def _replay_remembered(self) -> None:
@@ -803,7 +882,7 @@ class CacheService:
                     self._on_message(message["data"])
         except asyncio.CancelledError:
             raise
-        except (*_DOWN_ERRORS, RedisError) as error:
+        except Exception as error:
             if not subscribed.done():
                 subscribed.set_exception(error)
             else:
@@ -835,6 +914,12 @@ class CacheService:
         if tags:
             self._touched_tags(tags)
             local.drop_tags(tags)
+
+
+def codec_for(settings: CacheSettings) -> Codec:
+    return Codec(
+        settings.serializer, settings.signing_key.get_secret_value(), [key.get_secret_value() for key in settings.previous_signing_keys]
+    )
 
 
 def _full(namespace: str, key: str, tenant_id: str | None) -> str:

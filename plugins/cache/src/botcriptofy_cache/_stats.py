@@ -10,8 +10,26 @@ from bisect import bisect_left
 
 # Seconds; fine at the bottom for in-process hits, coarse at the top for loaders.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
-    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.000_002,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 
 
@@ -45,9 +63,27 @@ class NamespaceStats:
     """Counters of one namespace."""
 
     __slots__ = (
-        "coalesced", "deletes", "evictions", "expirations", "get_latency", "hits_local", "hits_redis", "load_errors",
-        "load_latency", "loads", "lock_waits", "misses", "set_latency", "sets", "wb_backlog", "wb_dead", "wb_enqueued",
-        "wb_failures", "wb_flushed", "wb_lag", "wb_sync",
+        "coalesced",
+        "deletes",
+        "evictions",
+        "expirations",
+        "get_latency",
+        "hits_local",
+        "hits_redis",
+        "load_errors",
+        "load_latency",
+        "loads",
+        "lock_waits",
+        "misses",
+        "set_latency",
+        "sets",
+        "wb_backlog",
+        "wb_dead",
+        "wb_enqueued",
+        "wb_failures",
+        "wb_flushed",
+        "wb_lag",
+        "wb_sync",
     )
 
     def __init__(self) -> None:
@@ -83,25 +119,41 @@ class NamespaceStats:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "hits_local": self.hits_local, "hits_redis": self.hits_redis, "misses": self.misses, "hit_ratio": self.hit_ratio(),
-            "sets": self.sets, "deletes": self.deletes, "evictions": self.evictions, "expirations": self.expirations,
-            "loads": self.loads, "load_errors": self.load_errors, "coalesced": self.coalesced, "lock_waits": self.lock_waits,
-            "write_behind": {"enqueued": self.wb_enqueued, "flushed": self.wb_flushed, "failures": self.wb_failures,
-                             "dead_lettered": self.wb_dead, "synchronous": dict(self.wb_sync), "backlog": self.wb_backlog,
-                             "lag_seconds": self.wb_lag},
+            "hits_local": self.hits_local,
+            "hits_redis": self.hits_redis,
+            "misses": self.misses,
+            "hit_ratio": self.hit_ratio(),
+            "sets": self.sets,
+            "deletes": self.deletes,
+            "evictions": self.evictions,
+            "expirations": self.expirations,
+            "loads": self.loads,
+            "load_errors": self.load_errors,
+            "coalesced": self.coalesced,
+            "lock_waits": self.lock_waits,
+            "write_behind": {
+                "enqueued": self.wb_enqueued,
+                "flushed": self.wb_flushed,
+                "failures": self.wb_failures,
+                "dead_lettered": self.wb_dead,
+                "synchronous": dict(self.wb_sync),
+                "backlog": self.wb_backlog,
+                "lag_seconds": self.wb_lag,
+            },
         }
 
 
 class Stats:
     """Every namespace's counters plus the process-wide ones; survives plugin restarts (kept in the stash)."""
 
-    __slots__ = ("invalidations", "namespaces", "redis_errors", "redis_switches")
+    __slots__ = ("invalidations", "namespaces", "redis_errors", "redis_switches", "rejected")
 
     def __init__(self) -> None:
         self.namespaces: dict[str, NamespaceStats] = {}
         self.invalidations: dict[str, int] = {"key": 0, "tag": 0, "tenant": 0, "received": 0}
         self.redis_errors = 0
         self.redis_switches: dict[str, int] = {"down": 0, "up": 0}
+        self.rejected: dict[str, int] = {}  # entries refused by reason: unsigned, bad-signature, pickle-not-allowed
 
     def namespace(self, name: str) -> NamespaceStats:
         found = self.namespaces.get(name)

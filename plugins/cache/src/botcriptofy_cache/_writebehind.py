@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from ._codec import DecodeError, decode
+from ._codec import DecodeError
 from ._service import PendingWrite, _Unavailable
 
 if TYPE_CHECKING:
@@ -185,8 +185,13 @@ class Flusher:
         assert service._background is not None
         streams = {service.stream_key(name): position for name in names}
         try:
-            response: Any = await service._background.xreadgroup(GROUP, service.consumer, streams,  # type: ignore[arg-type]
-                                                             count=service.settings.write_behind_batch, block=block)
+            response: Any = await service._background.xreadgroup(
+                GROUP,
+                service.consumer,
+                streams,  # type: ignore[arg-type]
+                count=service.settings.write_behind_batch,
+                block=block,
+            )
         except ResponseError as error:
             if "NOGROUP" in str(error):  # Redis lost the group (restarted without persistence): create it again
                 self._groups.clear()
@@ -204,19 +209,27 @@ class Flusher:
         claimed: list[tuple[str, list[Entry]]] = []
         for name in names:
             stream = service.stream_key(name)
-            pending = await service._call(service._background.xpending_range(
-                stream, GROUP, min="-", max="+", count=settings.write_behind_batch, idle=idle_ms))
+            pending = await service._call(
+                service._background.xpending_range(stream, GROUP, min="-", max="+", count=settings.write_behind_batch, idle=idle_ms)
+            )
             theirs = [p for p in pending if _text(p["consumer"]) != service.consumer]
             if not theirs:
                 continue
             for item in theirs:
                 entry_id = _bytes(item["message_id"])
                 self._attempts[entry_id] = max(self._attempts.get(entry_id, 0), int(item["times_delivered"]))
-            entries = await service._call(service._background.xclaim(
-                stream, GROUP, service.consumer, min_idle_time=idle_ms, message_ids=[p["message_id"] for p in theirs]))
+            entries = await service._call(
+                service._background.xclaim(
+                    stream, GROUP, service.consumer, min_idle_time=idle_ms, message_ids=[p["message_id"] for p in theirs]
+                )
+            )
             if entries:
-                log.warning("took over %d pending write-behind write(s) of namespace %r from stopped worker(s) %s", len(entries), name,
-                            ", ".join(sorted({_text(p["consumer"]) for p in theirs})))
+                log.warning(
+                    "took over %d pending write-behind write(s) of namespace %r from stopped worker(s) %s",
+                    len(entries),
+                    name,
+                    ", ".join(sorted({_text(p["consumer"]) for p in theirs})),
+                )
                 claimed.append((name, list(entries)))
         if monotonic() >= self._next_cleanup:
             self._next_cleanup = monotonic() + 60.0
@@ -240,6 +253,7 @@ class Flusher:
         assert service._background is not None
         if not names:
             return
+        enqueued = {name: service.stats_registry.namespace(name).wb_enqueued for name in names}
         async with service._background.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.xlen(service.stream_key(name))
@@ -248,8 +262,11 @@ class Flusher:
         now_ns = time.time_ns()
         for index, name in enumerate(names):
             stats = service.stats_registry.namespace(name)
-            length, first = results[2 * index], results[2 * index + 1]
-            stats.wb_backlog = int(length)
+            length, first = int(results[2 * index]), results[2 * index + 1]
+            if stats.wb_enqueued != enqueued[name]:
+                # Writes acknowledged while the read was in flight may be missing from it: never count them out.
+                length = max(length, stats.wb_backlog)
+            stats.wb_backlog = length
             stats.wb_lag = max(0.0, (now_ns - version_of(first[0][0])) / 1e9) if first else 0.0
 
     # -- processing ---------------------------------------------------------------------------
@@ -282,9 +299,14 @@ class Flusher:
             tenant = fields.get(b"t", b"").decode() or None
             key = fields[b"k"].decode()
             try:
-                value = decode(fields[b"p"])[0]
-            except (DecodeError, KeyError) as error:
-                await self._dead_letter(name, group, f"unreadable entry: {error}", attempt)
+                value = service._codec.decode(fields[b"p"])[0]
+            except DecodeError as error:
+                service.refused(f"{service.stream_key(name)} {last_id!r}", error)
+                kind = "unreadable" if error.reason == "unreadable" else "refused"
+                await self._dead_letter(name, group, f"{kind} entry: {error}", attempt)
+                return []
+            except KeyError as error:
+                await self._dead_letter(name, group, f"unreadable entry: no field {error}", attempt)
                 return []
             if attempt > max_attempts:
                 await self._dead_letter(name, group, "too many failed attempts", attempt - 1)
@@ -295,8 +317,9 @@ class Flusher:
                 for i in ids:
                     self._attempts[i] = attempt
                 stats.wb_failures += 1
-                log.warning("write-behind writer of namespace %r failed for key %r (attempt %d of %d): %r", name, key, attempt,
-                            max_attempts, error)
+                log.warning(
+                    "write-behind writer of namespace %r failed for key %r (attempt %d of %d): %r", name, key, attempt, max_attempts, error
+                )
                 raise
             return ids
 
@@ -313,7 +336,7 @@ class Flusher:
         if failed:
             self._own_pending.add(name)
             attempts = max(self._attempts.values(), default=1)
-            self._retry_at = monotonic() + min(0.05 * 2 ** attempts, 5.0)
+            self._retry_at = monotonic() + min(0.05 * 2**attempts, 5.0)
         if done:
             await self._acknowledge(name, done)
             flushed = len(done) - len(gone)
@@ -346,7 +369,7 @@ class Flusher:
         log.error("moved %d write-behind write(s) of namespace %r to %s: %s", len(group), name, service.dead_key(name), reason)
 
     def _namespace_of(self, stream: bytes | str) -> str:
-        return _text(stream)[len(self.service.stream_key("")):]
+        return _text(stream)[len(self.service.stream_key("")) :]
 
 
 def _text(value: bytes | str) -> str:
