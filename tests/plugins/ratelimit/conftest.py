@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,31 @@ def plans_plugin() -> type[Plans]:
 def unused_port() -> Callable[[], int]:
     """Return a function that finds a free TCP port on 127.0.0.1."""
     return free_port
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Any], Awaitable[int]]]:
+    """``port = await serve(harness)``: serve a harness's runtime with uvicorn on a free loopback port (stopped afterwards)."""
+    import uvicorn
+
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(harness: Any) -> int:
+        port = free_port()
+        config = uvicorn.Config(
+            harness.runtime, host="127.0.0.1", port=port, lifespan="off", log_level="warning", http="h11", ws="none", access_log=False
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        running.append((server, task))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            await asyncio.sleep(0.02)
+        return port
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

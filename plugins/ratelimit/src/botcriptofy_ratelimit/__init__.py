@@ -19,7 +19,7 @@ from ._middleware import STATE, RateLimitMiddleware, State
 from ._policy import Policy
 from ._settings import LIVE_KEYS, RateLimitSettings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 NAME = "ratelimit"
 MIDDLEWARE_PRIORITY = 10
 
@@ -44,7 +44,7 @@ __all__ = [
 
 @hookimpl
 def plugin_settings_schema() -> SettingsSchema:
-    return SettingsSchema(RateLimitSettings, live=LIVE_KEYS)
+    return SettingsSchema(RateLimitSettings, live=LIVE_KEYS, guarded=frozenset({"redis_url"}))
 
 
 @hookimpl

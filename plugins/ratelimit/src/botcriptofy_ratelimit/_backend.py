@@ -109,6 +109,18 @@ def raise_unless_error(error: BaseException) -> None:
         raise error
 
 
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password (for logs and problem details)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
 class Unavailable(Exception):
     """Redis is unreachable and ``outage_mode`` is ``closed``: the request must be refused with 503."""
 
@@ -150,7 +162,7 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, settings: RateLimitSettings, metrics: Metrics) -> None:
-        self.url = settings.redis_url
+        self.url = safe_url(settings.redis_url)
         self.metrics = metrics
         pool = BlockingConnectionPool.from_url(
             settings.redis_url,
@@ -185,7 +197,7 @@ class RedisBackend:
         """Load the script once; an unreachable Redis at start-up is an outage like any other, not a failure."""
         try:
             await self.client.script_load(SCRIPT)
-        except (RedisError, OSError) as error:
+        except Exception as error:
             self._lost(error)
 
     async def close(self) -> None:
@@ -228,17 +240,19 @@ class RedisBackend:
                     keys.append(check.penalty)
                     index = penalty_index[check.penalty] = len(keys)
             args.append(f"{check.kind} {check.interval} {check.capacity} {check.cost} {index}")
+        # Any exception, not only redis-py's own: a client bug (an AttributeError raised while a
+        # connection was checked out, say) is an outage here, never a 500.
         try:
             raw = await self._evalsha(keys, args)
-        except (RedisError, OSError) as error:
+            head, *rows = raw.split(b"|")
+            outcomes = []
+            for row in rows:
+                a, b, c, d, e, f, g = row.split()
+                outcomes.append(Outcome(a == b"1", int(b), int(c), int(d), int(e), int(f), g == b"1"))
+            allowed, now = head.split()
+        except Exception as error:
             self._lost(error)
             return self._fallback_hit(checks, params)
-        head, *rows = raw.split(b"|")
-        outcomes = []
-        for row in rows:
-            a, b, c, d, e, f, g = row.split()
-            outcomes.append(Outcome(a == b"1", int(b), int(c), int(d), int(e), int(f), g == b"1"))
-        allowed, now = head.split()
         self._remember(checks, outcomes, int(now))
         return Verdict(allowed == b"1", outcomes, "redis")
 
@@ -252,7 +266,7 @@ class RedisBackend:
             try:
                 crossed = await self._evalsha(keys, ["pen", params.half_life, repr(params.threshold), repr(params.max_score), repr(weight)])
                 return [flag == 1 for flag in crossed]
-            except (RedisError, OSError) as error:
+            except Exception as error:
                 self._lost(error)
         if self.outage_mode == "closed":
             return [False for _ in keys]
@@ -263,7 +277,7 @@ class RedisBackend:
         if keys and not self.degraded:
             try:
                 await self.client.delete(*keys)
-            except (RedisError, OSError) as error:
+            except Exception as error:
                 self._lost(error)
 
     # -- quotas across an outage ------------------------------------------------------------
@@ -313,13 +327,13 @@ class RedisBackend:
             log.error(
                 "Redis at %s is unreachable (%s); refusing requests with 503 until it is back (outage_mode = 'closed')",
                 self.url,
-                str(error) or type(error).__name__,
+                describe(error),
             )
         else:
             log.warning(
                 "Redis at %s is unreachable (%s); limiting with the local fallback limiter until it is back",
                 self.url,
-                str(error) or type(error).__name__,
+                describe(error),
             )
         self._probe = asyncio.get_running_loop().create_task(self._recover(), name="botcriptofy-ratelimit-recover")
 
@@ -329,7 +343,7 @@ class RedisBackend:
             try:
                 await self.client.connection_pool.disconnect()
                 await self.client.script_load(SCRIPT)
-            except (RedisError, OSError):
+            except Exception:  # whatever the client raises, keep probing: this task is the only way back
                 continue
             pending = self.fallback.deltas or {}
             self.fallback.deltas = {}
@@ -340,7 +354,7 @@ class RedisBackend:
             log.warning("Redis at %s is reachable again; rate limits are shared and exact again", self.url)
             try:
                 await self._flush(pending)
-            except (RedisError, OSError) as error:
+            except Exception as error:
                 log.warning("could not add %d quota count(s) made during the outage to Redis: %s", len(pending), error)
 
 

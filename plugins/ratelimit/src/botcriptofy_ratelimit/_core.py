@@ -163,6 +163,7 @@ class MemoryStore:
                 interval, capacity, permille = check.interval, check.capacity, 1000
                 if self.scale != 1.0:
                     interval, capacity = tightened(interval, capacity, self.scale)
+                base_interval, base_capacity = interval, capacity
                 if params.enabled and check.penalty is not None:
                     factor = penalty_factor(self.score(check.penalty, params.half_life, now), params)
                     if factor < 1.0:
@@ -178,7 +179,10 @@ class MemoryStore:
                     allowed = False
                     retry = NEVER if check.cost * interval > tolerance else -diff
                     outcome = Outcome(False, capacity, max(0, (now - (tat - tolerance)) // interval), tat - now, retry, permille)
-                    if params.enabled and params.deny_weight > 0 and check.penalty is not None:
+                    # Only a request over the configured limit earns points (see the Lua script): one refused
+                    # merely because of the tightening adds none, so the score of a client back under its limit decays.
+                    over_limit = now - (tat + check.cost * base_interval - base_interval * base_capacity) < 0
+                    if params.enabled and params.deny_weight > 0 and check.penalty is not None and over_limit:
                         score = self.score(check.penalty, params.half_life, now)
                         outcome.crossed = self._bump(check.penalty, score, params.deny_weight, params, now)
                     outcomes.append(outcome)

@@ -25,7 +25,8 @@ class Metrics:
             registry=None,
         )
         self.degraded = Gauge(
-            "botcriptofy_ratelimit_degraded", "1 while Redis is unreachable and the outage mode is in force.", registry=None
+            "botcriptofy_ratelimit_degraded", "1 while Redis is unreachable and the outage mode is in force.", registry=None,
+            multiprocess_mode="livemax",  # under several workers: 1 while any live worker is degraded
         )
         self.errors = Counter("botcriptofy_ratelimit_backend_errors", "Redis errors met by the rate limiter.", registry=None)
         self.penalties = Counter(

@@ -2,11 +2,13 @@
 
 Order of work for one request:
 
-1. The per-address flood guard, before anything else: a flooding address is refused without any
-   authentication work (one script call).
-2. Only then the caller is resolved (``botcriptofy.current_actor``, cached on the request for the
-   route), its plan found (entitlements, cached briefly), and the plan rate (with the route's cost)
-   and the tenant's monthly quota are checked together, all or nothing (one script call).
+1. A caller this worker has resolved before (``botcriptofy.cached_actor``: an in-process memo, no
+   signature check, no database) is limited in one script call: the per-address flood guard, the
+   plan rate (with the route's cost) and the tenant's monthly quota together, all or nothing.
+2. Any other request passes the per-address flood guard first (one script call), so a flooding
+   address is refused without any authentication work; only then the caller is resolved
+   (``botcriptofy.current_actor``, kept on the request for the route), its plan found (entitlements,
+   cached briefly), and the plan rate and the monthly quota are checked together (one script call).
 3. The response gets ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` of the limit
    closest to exhaustion; a refusal is a 429 problem+json with ``Retry-After``.
 4. After the response, error statuses add to the subject's penalty score.
@@ -25,7 +27,18 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from botcriptofy import Event, Kernel, ProblemError, StashKey, current_actor, kernel_of
+from botcriptofy import (
+    Event,
+    Kernel,
+    ProblemError,
+    ServiceUnavailable,
+    StashKey,
+    add_response_headers,
+    cached_actor,
+    current_actor,
+    kernel_of,
+    response_status,
+)
 
 from ._backend import MemoryBackend, RedisBackend, Unavailable
 from ._core import NEVER, QUOTA, US, Check, Outcome
@@ -118,8 +131,8 @@ class RateLimitMiddleware:
         events: list[tuple[Event, str, str | None]] = []
         try:
             flood = policy.flood_check(ip)
-            if flood is not None:
-                blocked = state.blocked.get(flood.key) if policy.enforce else None
+            if flood is not None and policy.enforce:
+                blocked = state.blocked.get(flood.key)
                 if blocked is not None:
                     # Refused a moment ago and still within its Retry-After: refuse again without asking Redis.
                     left = blocked[0] - time.monotonic()
@@ -129,26 +142,30 @@ class RateLimitMiddleware:
                         await self._refuse(send, policy, flood, cached, None, None, ip)
                         return
                     state.blocked.pop(flood.key, None)
+            # A caller this worker resolved before costs no verification: its limits and the flood guard go
+            # to the backend together, in one call. Any other caller passes the flood guard first.
+            actor = await _known_actor(scope)
+            if actor is None and flood is not None:
                 verdict = await backend.hit([flood], params)
                 shown = verdict.outcomes[0]
                 if not verdict.allowed and policy.enforce:
-                    metrics.count("limited", "flood_guard")
-                    if verdict.source == "redis" and shown.retry_after != NEVER:
-                        state.remember_blocked(flood.key, shown)
-                    await self._refuse(send, policy, flood, shown, None, None, ip)
-                    if shown.crossed:
-                        events.append((SubjectPenalized(subject=f"address {ip}", address=ip, status=429), _penalty_key(f"ip:{ip}"), None))
-                        await _publish(kernel, events)
+                    await self._refuse_flood(kernel, state, send, flood, shown, verdict.source, ip, events)
                     return
-            actor = await _actor(scope)
+                flood = None
+                actor = await _actor(scope)
             subject = policy.subject_of(actor, ip)
             plan = await policy.plan_for(kernel, actor)
             checks = policy.subject_checks(subject, plan, policy.cost_for(scope["method"], scope["path"]))
+            if flood is not None:
+                checks.insert(0, flood)
             if checks:
                 verdict = await backend.hit(checks, params)
                 index = choose(verdict.outcomes)
                 outcome = verdict.outcomes[index]
                 if not verdict.allowed and policy.enforce:
+                    if checks[index] is flood:
+                        await self._refuse_flood(kernel, state, send, flood, outcome, verdict.source, ip, events)
+                        return
                     metrics.count("limited", checks[index].name)
                     await self._refuse(send, policy, checks[index], outcome, plan, subject, ip)
                     if any(o.crossed for o in verdict.outcomes):
@@ -158,28 +175,31 @@ class RateLimitMiddleware:
                 if shown is None or outcome.remaining <= shown.remaining:
                     shown = outcome
                 if verdict.allowed and subject.tenant_id is not None and checks[-1].kind == QUOTA:
-                    self._quota_events(policy, checks, verdict.outcomes, plan, subject, events)
+                    start = 1 if flood is not None else 0
+                    self._quota_events(policy, checks[start:], verdict.outcomes[start:], plan, subject, events)
         except Unavailable as error:
             metrics.count("unavailable")
-            await _send_problem(
-                send,
-                ProblemError(503, "Service Unavailable", f"{error}; retry shortly.", type=PROBLEMS + "rate-limit-unavailable"),
-                [(b"retry-after", b"1")],
-            )
+            problem = ServiceUnavailable(f"{error}; retry shortly.", retry_after=1, dependency="redis")
+            await _send_problem(send, problem, [(name.lower().encode(), value.encode()) for name, value in problem.headers.items()])
             return
         metrics.count("allowed")
         extra = rate_headers(shown) if shown is not None else []
-        status = 0
+        if add_response_headers(scope, extra):
+            # Served through the kernel's edge: it adds the headers and records the status; no wrapper of send.
+            await self.app(scope, receive, send)
+            status = response_status(scope) or 0
+        else:
+            status = 0
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if extra:
-                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            await send(message)
+            async def send_with_headers(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    if extra:
+                        message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send_with_headers)
         assert subject is not None
         weight = policy.weights.get(status)
         if weight:
@@ -194,6 +214,18 @@ class RateLimitMiddleware:
             await _publish(kernel, events)
 
     # -- refusals ---------------------------------------------------------------------------
+
+    async def _refuse_flood(
+        self, kernel: Kernel, state: State, send: Send, flood: Check, outcome: Outcome, source: str, ip: str,
+        events: list[tuple[Event, str, str | None]],
+    ) -> None:
+        state.metrics.count("limited", "flood_guard")
+        if source == "redis" and outcome.retry_after != NEVER:
+            state.remember_blocked(flood.key, outcome)
+        await self._refuse(send, state.policy, flood, outcome, None, None, ip)
+        if outcome.crossed:
+            events.append((SubjectPenalized(subject=f"address {ip}", address=ip, status=429), _penalty_key(f"ip:{ip}"), None))
+            await _publish(kernel, events)
 
     async def _refuse(
         self, send: Send, policy: Policy, check: Check, outcome: Outcome, plan: PlanSpec | None, subject: Subject | None, ip: str
@@ -295,6 +327,14 @@ class RateLimitMiddleware:
 def _penalty_key(subject: str) -> str:
     """Idempotency key of a penalty event: one per subject and minute (a subject may be penalised again later)."""
     return f"pen:{subject}:{int(time.time() // 60)}"
+
+
+async def _known_actor(scope: Scope) -> Actor | None:
+    """The caller if this worker already knows it (``botcriptofy.cached_actor``): no verification, no database."""
+    try:
+        return await cached_actor(scope)
+    except ProblemError:
+        return None
 
 
 async def _actor(scope: Scope) -> Actor | None:

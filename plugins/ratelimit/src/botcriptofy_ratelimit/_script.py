@@ -7,7 +7,9 @@ Operations (``ARGV[1]``):
     ``"kind interval_us capacity cost penalty_key_index"`` (kind ``g`` or ``q``; index 0 = no penalty).
     ``KEYS`` holds the check keys, then the penalty keys the indexes point at. Every check is evaluated
     first; only when all pass are the new states written (all or nothing). A refused GCRA check with a
-    penalty key adds ``deny_weight`` to that key's score. Returns one string (cheap to send and parse):
+    penalty key adds ``deny_weight`` to that key's score, unless only the penalty's tightening refused
+    it (the untightened limit would have admitted it): a client back under its limit is not kept
+    penalised by its own refusals, so its score decays. Returns one string (cheap to send and parse):
     ``"allowed now_us|allowed limit remaining reset_after_us retry_after_us factor_permille crossed|..."``
     with ``retry_after_us`` -1 when the check passed.
 ``pen``
@@ -123,8 +125,15 @@ if op == 'hit' then
         local remaining = floor((now - (tat - tolerance)) / interval)
         if remaining < 0 then remaining = 0 end
         local crossed = 0
-        if pidx > 0 and deny_weight > 0 then
-          crossed = bump(KEYS[pidx], score_of(KEYS[pidx], half_life), deny_weight, half_life, threshold, max_score)
+        -- Only a request over the configured limit earns points: one refused merely because of the
+        -- tightening adds none, so a client back under its limit sees its score decay and recovers.
+        local weight = deny_weight
+        if pidx > 0 and weight > 0 and permille < 1000 then
+          local base_interval, base_cap = tonumber(iv), tonumber(cp)
+          if now - (tat + cost * base_interval - base_interval * base_cap) >= 0 then weight = 0 end
+        end
+        if pidx > 0 and weight > 0 then
+          crossed = bump(KEYS[pidx], score_of(KEYS[pidx], half_life), weight, half_life, threshold, max_score)
         end
         rows[i] = row(0, cap, remaining, tat - now, retry, permille, crossed)
       else

@@ -9,6 +9,8 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from botcriptofy import PluginSettings
 
+# Liveness, readiness and metrics: load balancers and scrapers call them often from few addresses.
+PROBE_PATHS = ("/-/health", "/-/ready", "/metrics")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 # SPEC section 5: API rate (requests per minute, burst) and API calls per month of each plan.
@@ -93,7 +95,10 @@ class RateLimitSettings(PluginSettings):
     route_costs: dict[str, int] = Field(
         default_factory=dict, description="'METHOD /template' or '/template' -> tokens one request costs against the plan rate."
     )
-    exempt_paths: list[str] = Field(default_factory=list, description="Paths never limited (no headers either).")
+    exempt_paths: list[str] = Field(
+        default_factory=lambda: list(PROBE_PATHS),
+        description="Paths never limited (no headers, no penalties); by default the probes. [] limits them too.",
+    )
     trusted_proxies: list[str] = Field(default_factory=list, description="Proxy addresses or networks whose X-Forwarded-For is believed.")
     entitlements_ttl: float = Field(30.0, ge=0, description="Seconds a tenant's entitlements are cached in process; 0 = ask every time.")
     penalty: Penalty = Penalty()
