@@ -95,8 +95,8 @@ def plugin_copy(name: str, stopped: list[int]) -> types.ModuleType:
         setattr(module, hook, getattr(observability, hook))
 
     @hookimpl
-    def shutdown(kernel):
-        observability.shutdown(kernel)
+    async def shutdown(kernel):
+        await observability.shutdown(kernel)
         stopped.append(kernel.generation)
 
     module.shutdown = shutdown

@@ -6,10 +6,25 @@ from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 
-from botcriptofy import kernel_of
+from botcriptofy import StashKey, kernel_of
+
+from ._multiprocess import HostRegistry, directory
+from ._readiness import Readiness
+
+READINESS: StashKey[Readiness] = StashKey("observability.readiness")
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition (OpenMetrics when the scraper asks for it)."""
+    """Prometheus text exposition (OpenMetrics when the scraper asks for it).
+
+    Under ``botcriptofy serve`` (multiprocess mode) the answer covers every worker of the host.
+    """
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encoder(kernel_of(request).metrics), headers={"Content-Type": content_type})
+    kernel = kernel_of(request)
+    readiness = kernel.stash.get(READINESS, None)
+    if readiness is not None:
+        await readiness.refresh(kernel)
+    registry = kernel.metrics
+    path = directory()
+    source = HostRegistry(registry, path) if path is not None else registry
+    return Response(encoder(source), headers={"Content-Type": content_type})

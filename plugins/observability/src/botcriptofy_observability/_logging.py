@@ -12,6 +12,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is kept.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message", "taskName"}
 
@@ -27,6 +29,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            data["trace_id"] = format(span_context.trace_id, "032x")
+            data["span_id"] = format(span_context.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_") and key not in data:
                 data[key] = value

@@ -31,12 +31,13 @@ class Series:
     integer increment and a float addition. The request count is the sum of the buckets.
     """
 
-    __slots__ = ("buckets", "labels", "total")
+    __slots__ = ("buckets", "failures", "labels", "total")
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
+    def __init__(self, labels: tuple[str, ...], bounds: int = len(BUCKETS)) -> None:
         self.labels = labels
-        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.buckets = [0] * (bounds + 1)
         self.total = 0.0
+        self.failures = 0
 
     def observe(self, seconds: float, _bounds: tuple[float, ...] = BUCKETS) -> None:
         self.buckets[bisect_left(_bounds, seconds)] += 1

@@ -1,6 +1,7 @@
 """The request-metrics middleware: a pure ASGI middleware, one instance per kernel generation.
 
-Per request it reads the clock twice, wraps ``send`` to see the status, and after the response
+Per request it reads the clock twice, takes the status from the kernel's edge (``response_status``;
+it wraps ``send`` only outside a botcriptofy runtime), and after the response
 looks up the series of (matched route, method, status) in a dict of bound ``inc``/``observe``
 methods. Route templates are resolved once per route and generation, never per request.
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from botcriptofy import response_status
 
 from ._metrics import HttpMetrics, Series
 
@@ -61,6 +64,13 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = 0
+        started = perf_counter()
+        if response_status(scope) is not None:  # behind the kernel's edge, which records the status: send is not wrapped
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self._observe(scope, response_status(scope) or 0, perf_counter() - started)
+            return
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -68,19 +78,20 @@ class RequestMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        started = perf_counter()
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            elapsed = perf_counter() - started
-            route = scope.get("route")
-            key = (id(route), scope["method"], status)
-            series = self._series.get(key)
-            if series is None:
-                series = self._resolve(key, route, scope)
-            series.observe(elapsed)
-            if self.slow_seconds and elapsed >= self.slow_seconds:
-                self._log_slow(scope, route, status, elapsed)
+            self._observe(scope, status, perf_counter() - started)
+
+    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = scope.get("route")
+        key = (id(route), scope["method"], status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._resolve(key, route, scope)
+        series.observe(elapsed)
+        if self.slow_seconds and elapsed >= self.slow_seconds:
+            self._log_slow(scope, route, status, elapsed)
 
     def _template(self, route: Any, scope: Scope) -> str:
         if route is None:

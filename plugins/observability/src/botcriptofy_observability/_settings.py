@@ -25,6 +25,36 @@ class ObservabilitySettings(PluginSettings):
     generations_kept: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=3, description="Request series are labelled with the kernel generation; series of older generations are dropped."
     )
+    multiprocess_snapshot_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0,
+        description="Under `botcriptofy serve`, how often each worker writes its in-memory metrics for the host-wide scrape.",
+    )
+    api_docs: bool = Field(default=True, description="Serve the interactive API reference (Swagger UI over /openapi.json) at /docs.")
+    hook_timing: bool = Field(
+        default=True, description="Time every plugin's hook implementations (botcriptofy_hook_duration_seconds); from the next generation."
+    )
+    tracing_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces; empty turns tracing off.",
+    )
+    tracing_headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every OTLP export (authentication).")
+    tracing_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=1.0, description="Share of new traces sampled; a request with a sampled or unsampled parent follows its parent."
+    )
+    tracing_slow_hook_ms: Annotated[float, Field(ge=0)] = Field(
+        default=10.0, description="A hook implementation slower than this gets a span of its own; 0 traces every hook call."
+    )
+    tracing_export_delay_ms: Annotated[float, Field(gt=0, le=60000)] = Field(
+        default=1000.0, description="Longest time a finished span waits before it is exported."
+    )
+
+    @field_validator("tracing_endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,0 +1,168 @@
+"""One scrape for every worker of a host: prometheus-client's multiprocess mode plus worker snapshots.
+
+``botcriptofy serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before its master starts, so every metric
+made with prometheus-client's ``Counter``/``Gauge``/``Histogram`` keeps its value in a file of that
+directory, and :class:`~prometheus_client.multiprocess.MultiProcessCollector` sums them.
+
+Custom collectors (this plugin's request series, the kernel state, the process metrics, other
+plugins' collectors) keep their values in memory. Each worker therefore writes a snapshot of them,
+``snapshot_<pid>.json``, every ``multiprocess_snapshot_seconds`` and when it stops; the worker
+answering the scrape writes its own first and merges them all:
+
+- counters, histograms and summaries are summed over every worker that ever wrote one, the dead
+  ones included, so a counter never goes backwards when a worker is replaced;
+- gauges and other types are reported per live worker, with a ``pid`` label (the dead are dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger("botcriptofy.observability")
+
+ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+SUMMED = frozenset({"counter", "histogram", "summary"})
+PREFIX = "snapshot_"
+
+
+def directory() -> Path | None:
+    """The multiprocess directory, or ``None`` in single-process mode."""
+    found = os.environ.get(ENVIRONMENT)
+    return Path(found) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def encode(families: Iterable[Metric]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": family.name,
+            "type": family.type,
+            "documentation": family.documentation,
+            "unit": family.unit,
+            "samples": [[s.name, s.labels, s.value] for s in family.samples if not s.name.endswith("_created")],
+        }
+        for family in families
+    ]
+
+
+def write_snapshot(path: Path, registry: Any, pid: int | None = None) -> Path:
+    """Write this process's collected families to ``snapshot_<pid>.json`` in ``path`` (atomically)."""
+    pid = os.getpid() if pid is None else pid
+    data = {"pid": pid, "families": encode(registry.collect())}
+    target = path / f"{PREFIX}{pid}.json"
+    fd, temporary = tempfile.mkstemp(dir=path, prefix=".snapshot.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, separators=(",", ":"))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return target
+
+
+def merge_snapshots(path: Path, skip: set[str], own_pid: int) -> list[Metric]:
+    """Merge every snapshot in ``path``; families named in ``skip`` (the multiprocess files') are left out."""
+    merged: dict[str, Metric] = {}
+    sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for file in sorted(path.glob(f"{PREFIX}*.json")):
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            pid = int(data["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a snapshot being replaced or damaged: the next scrape reads it
+        live = pid == own_pid or _alive(pid)
+        for item in data.get("families", ()):
+            name, kind = item["name"], item["type"]
+            if name in skip:
+                continue
+            summed = kind in SUMMED
+            if not summed and not live:
+                continue
+            family = merged.get(name)
+            if family is None:
+                family = merged[name] = Metric(name, item["documentation"], kind, item.get("unit") or "")
+                sums[name] = {}
+            for sample_name, labels, value in item["samples"]:
+                if summed:
+                    key = (sample_name, tuple(sorted(labels.items())))
+                    sums[name][key] = sums[name].get(key, 0.0) + value
+                else:
+                    family.add_sample(sample_name, {**labels, "pid": str(pid)}, value)
+    for name, values in sums.items():
+        for (sample_name, labels), value in values.items():
+            merged[name].add_sample(sample_name, dict(labels), value)
+    return list(merged.values())
+
+
+class HostRegistry:
+    """What ``/metrics`` exposes in multiprocess mode: the multiprocess files and every worker's snapshot."""
+
+    def __init__(self, local: Any, path: Path) -> None:
+        self.local = local
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        from_files = list(MultiProcessCollector(None, path=str(self.path)).collect())  # type: ignore[no-untyped-call]
+        write_snapshot(self.path, self.local)
+        yield from from_files
+        yield from merge_snapshots(self.path, {family.name for family in from_files}, os.getpid())
+
+
+class SnapshotWriter:
+    """Writes this worker's snapshot every ``interval`` seconds until stopped, and once more when it stops."""
+
+    def __init__(self, registry: Any, path: Path, interval: float) -> None:
+        self.registry = registry
+        self.path = path
+        self.interval = interval
+        self.users = 0
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="botcriptofy-observability-snapshots")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._write()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    def _write(self) -> None:
+        try:
+            write_snapshot(self.path, self.registry)
+        except Exception:
+            log.exception("cannot write the metrics snapshot to %s", self.path)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        self._write()
