@@ -1,0 +1,118 @@
+"""Approvals in the audit trail, and background work running as its plugin's service principal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import botcriptofy_audit
+import botcriptofy_storage
+from botcriptofy import ProblemError
+from botcriptofy_audit._models import entries
+from botcriptofy_workflows import WorkflowsPlugin
+
+from .conftest import AGENT, settings, staff
+
+pytestmark = pytest.mark.timeout(60)
+
+DAY = 24 * 3600
+
+
+@pytest.fixture
+async def audited(kernel_harness: Any, time_skipping: Any, probe: Any, database_url: str) -> AsyncIterator[Any]:
+    """The workflows plugin on the time-skipping server with storage and the audit plugin on ``database_url``."""
+    harness = await kernel_harness(
+        plugins={
+            "storage": botcriptofy_storage,
+            "audit": botcriptofy_audit,
+            "workflows": WorkflowsPlugin(client=time_skipping.client),
+            "probe": probe,
+        },
+        settings={"storage": {"url": database_url, "relay_poll_interval": 0.05}, "audit": {}, **settings()},
+    )
+    yield harness
+    await harness.close()
+
+
+async def ask(kernel: Any, **changes: Any) -> Any:
+    values: dict[str, Any] = {
+        "action": "probe.refund",
+        "summary": "Refund invoice in_1",
+        "department": "finance",
+        "permission": "finance:approve",
+        "requester": AGENT,
+        "expires_in": DAY,
+        "payload": {"invoice": "in_1", "amount": 2900},
+        "tenant_id": "t1",
+    }
+    values.update(changes)
+    return await kernel.request_approval(**values)
+
+
+async def trail(kernel: Any, approval_id: str) -> list[dict[str, Any]]:
+    async with kernel.database().session(system=True) as session:
+        rows = (
+            await session.execute(sa.select(entries).where(entries.c.target == f"approval:{approval_id}").order_by(entries.c.id))
+        ).mappings()
+        found = [dict(row) for row in rows]
+    for row in found:
+        row["details"] = json.loads(row["details"])
+    return found
+
+
+async def test_an_approved_request_is_audited_from_request_to_executed_action(audited, probe):
+    kernel = audited.kernel
+    approval = await ask(kernel)
+    with pytest.raises(ProblemError) as refused:
+        await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:read", name="bia"))
+    assert refused.value.status == 403
+    await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:approve"), reason="checked")
+    outcome = await kernel.workflows().wait(f"approval.{approval.id}")
+    assert outcome["error"] is None
+    steps = await trail(kernel, approval.id)
+    assert [(s["action"], s["actor_id"], s["outcome"]) for s in steps] == [
+        ("approval.requested", "agent:finance", "success"),
+        ("approval.decision_refused", "user:bia", "denied"),
+        ("approval.approved", "user:ana", "success"),
+        ("approval.action_executed", "service:workflows", "success"),
+    ]
+    assert all(s["tenant_id"] == "t1" and s["details"]["action"] == "probe.refund" for s in steps)
+    assert steps[2]["details"]["reason"] == "checked" and steps[3]["details"]["decided_by"] == "user:ana"
+    assert "amount" not in json.dumps([s["details"] for s in steps])  # the payload stays out of the trail
+    # The approved action ran as its plugin's service principal.
+    assert [actor.id if actor else None for actor in probe.actors] == ["service:probe"]
+
+
+async def test_rejected_expired_and_failed_approvals_are_audited(audited, time_skipping):
+    kernel = audited.kernel
+    rejected = await ask(kernel)
+    await kernel.decide_approval(rejected.id, approve=False, actor=staff("finance:approve"), reason="not owed")
+    await kernel.workflows().wait(f"approval.{rejected.id}")
+    assert [(s["action"], s["actor_id"]) for s in await trail(kernel, rejected.id)] == [
+        ("approval.requested", "agent:finance"),
+        ("approval.rejected", "user:ana"),
+    ]
+
+    expiring = await ask(kernel, expires_in=3600)
+    await time_skipping.sleep(3601)
+    assert (await kernel.workflows().wait(f"approval.{expiring.id}"))["approval"]["status"] == "expired"
+    assert [(s["action"], s["outcome"]) for s in await trail(kernel, expiring.id)] == [
+        ("approval.requested", "success"),
+        ("approval.expired", "failure"),
+    ]
+
+    failing = await ask(kernel, action="probe.refuse")
+    await kernel.decide_approval(failing.id, approve=True, actor=staff("finance:approve"))
+    outcome = await kernel.workflows().wait(f"approval.{failing.id}")
+    assert outcome["error"]
+    steps = await trail(kernel, failing.id)
+    assert [(s["action"], s["outcome"]) for s in steps] == [
+        ("approval.requested", "success"),
+        ("approval.approved", "success"),
+        ("approval.action_failed", "failure"),
+    ]
+    assert "not refundable" in steps[-1]["details"]["error"]
