@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -242,3 +243,28 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def on_both_databases(bench: Any, *args: Any, sqlite_only: bool = False, prefix: str = "bcf-bench-") -> list[Any]:
+    """Run ``await bench(name, url, *args)`` on a fresh SQLite file, then on a scratch PostgreSQL database (dropped after)."""
+    import uuid
+
+    import asyncpg
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}sqlite-") as directory:
+        results.append(await bench("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", *args))
+    if not sqlite_only:
+        name = f"bcf_bench_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(POSTGRES_ADMIN)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+            results.append(await bench("postgresql", url, *args))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+    return results

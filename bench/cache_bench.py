@@ -1,4 +1,4 @@
-"""Cache plugin benchmark: in-process hit latency, Redis-layer hit against raw redis-py, Zipf hit ratio.
+"""Cache plugin benchmark: in-process hit latency, Redis-layer hit against raw redis-py, entry codec cost, Zipf hit ratio.
 
 Run by hand (never by the tests): ``.venv/bin/python bench/cache_bench.py [--quick]``. Needs the
 Redis at ``BCF_BENCH_REDIS`` (default ``redis://127.0.0.1:6379/0``); every key it writes is under
@@ -45,8 +45,10 @@ def machine() -> str:
         server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()[2]
     except (OSError, IndexError):
         server = "?"
-    return (f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"Redis {server.removeprefix('v=')}")
+    return (
+        f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Redis {server.removeprefix('v=')}"
+    )
 
 
 async def per_op(operation: Callable[[], Awaitable[Any]], count: int, repeats: int) -> float:
@@ -119,8 +121,43 @@ async def redis_hit(count: int, repeats: int) -> None:
     await cache.close()
 
 
+def codec_cost(count: int, repeats: int) -> None:
+    """What a Redis entry costs to encode and decode with each trust setting, against the unsigned pickle of 0.1."""
+    import pickle
+
+    from botcriptofy_cache._codec import Codec
+
+    print("\n## Entry encode + decode (µs per round; baseline: the unsigned pickle that 0.1 wrote by default)")
+    key = "k" * 48
+
+    def pickle_round() -> None:
+        pickle.loads(pickle.dumps(VALUE, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def once(call: Callable[[], Any]) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            call()
+        return (time.perf_counter() - started) / count * 1e6
+
+    rounds: dict[str, Callable[[], Any]] = {"unsigned pickle (0.1 default, unsafe)": pickle_round}
+    for label, codec in (
+        ("json (0.2 default)", Codec("json")),
+        ("json signed (HMAC-SHA256)", Codec("json", key)),
+        ("pickle signed (HMAC-SHA256)", Codec("pickle", key)),
+    ):
+        rounds[label] = lambda codec=codec: codec.decode(codec.encode(VALUE, 0.0, ("@tenant:t1",), 7))
+    samples: dict[str, list[float]] = {label: [] for label in rounds}
+    for _ in range(repeats):  # interleaved, so every variant sees the same machine state
+        for label, call in rounds.items():
+            samples[label].append(once(call))
+    baseline = statistics.median(samples["unsigned pickle (0.1 default, unsafe)"])
+    for label, values in samples.items():
+        cost = statistics.median(values)
+        print(f"{label:44s} {cost:7.2f} µs   x {cost / baseline:4.2f}")
+
+
 def zipf(keys: int, exponent: float, rng: random.Random) -> Callable[[], int]:
-    cumulative = list(itertools.accumulate(1.0 / rank ** exponent for rank in range(1, keys + 1)))
+    cumulative = list(itertools.accumulate(1.0 / rank**exponent for rank in range(1, keys + 1)))
     total = cumulative[-1]
     return lambda: bisect.bisect_left(cumulative, rng.random() * total)
 
@@ -150,8 +187,14 @@ async def zipf_hit_ratio(operations: int, remote_operations: int) -> None:
         present: set[str] = set()  # what an unbounded cache would hold: the ceiling any cache could reach
         ceiling = [0, 0]
 
-        async def phase(cache: CacheService = cache, count: int = count, sample: Callable[[], int] = sample,
-                        rng: random.Random = rng, present: set[str] = present, ceiling: list[int] = ceiling) -> float:
+        async def phase(
+            cache: CacheService = cache,
+            count: int = count,
+            sample: Callable[[], int] = sample,
+            rng: random.Random = rng,
+            present: set[str] = present,
+            ceiling: list[int] = ceiling,
+        ) -> float:
             ceiling[:] = [0, 0]
             started = time.perf_counter()
             for _ in range(count):
@@ -173,16 +216,18 @@ async def zipf_hit_ratio(operations: int, remote_operations: int) -> None:
         lookups = local + remote + misses
         steady = (local + remote) / lookups
         verdict = "PASS" if steady >= 0.95 else "below"
-        print(f"{backend:9s} keys={keys:>7,} zipf s={exponent:.1f} LRU={size:>6,} ops=2x{count:>7,}  "
-              f"steady {steady * 100:5.1f} % (in-process {local / lookups * 100:5.1f} %, redis {remote / lookups * 100:4.1f} %)  "
-              f"ceiling {ceiling[1] / sum(ceiling) * 100:5.1f} %  with cold {(stats['hit_ratio'] or 0.0) * 100:5.1f} %  "
-              f"evictions={stats['evictions']:>7,}  "
-              f"{count / elapsed:>8,.0f} ops/s  {verdict}")
+        print(
+            f"{backend:9s} keys={keys:>7,} zipf s={exponent:.1f} LRU={size:>6,} ops=2x{count:>7,}  "
+            f"steady {steady * 100:5.1f} % (in-process {local / lookups * 100:5.1f} %, redis {remote / lookups * 100:4.1f} %)  "
+            f"ceiling {ceiling[1] / sum(ceiling) * 100:5.1f} %  with cold {(stats['hit_ratio'] or 0.0) * 100:5.1f} %  "
+            f"evictions={stats['evictions']:>7,}  "
+            f"{count / elapsed:>8,.0f} ops/s  {verdict}"
+        )
         if backend != "memory":
             client = aioredis.Redis.from_url(REDIS_URL)
             keys_left = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
             for start in range(0, len(keys_left), 1000):
-                await client.delete(*keys_left[start:start + 1000])
+                await client.delete(*keys_left[start : start + 1000])
             await client.aclose()
         await cache.close()
 
@@ -196,6 +241,7 @@ async def main() -> None:
     print(f"argv: {' '.join(sys.argv[1:]) or '(full run)'}")
     await in_process_hit(200_000 // scale, 5)
     await redis_hit(20_000 // scale, 5)
+    codec_cost(50_000 // scale, 5)
     await zipf_hit_ratio(500_000 // scale, 150_000 // scale)
 
 
