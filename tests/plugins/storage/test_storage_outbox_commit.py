@@ -73,6 +73,55 @@ async def test_the_transaction_reads_its_own_outbox_rows_and_a_rolled_back_savep
     assert sorted((await _stored(kernel))[0]) == sorted([kept.id, released.id])
 
 
+async def test_a_publish_after_a_commit_in_the_same_session_joins_the_next_transaction(storage_kernel):
+    """The driver noted at a transaction's begin is not reused once it has committed: the next publish begins its own."""
+    harness = await storage_kernel(sample=SamplePlugin(), relay_enabled=False)
+    kernel = harness.kernel
+    async with kernel.database().session(tenant_id="acme") as session:
+        session.add(Note(body="first"))
+        await session.commit()
+        after = await kernel.events.publish(NoteWritten(note_id=2, body="after the commit"), session=session)
+    assert await _stored(kernel) == ([after.id], ["first"])
+    with pytest.raises(RuntimeError, match="declined"):
+        async with kernel.database().session(tenant_id="acme") as session:
+            session.add(Note(body="committed"))
+            await session.commit()
+            await kernel.events.publish(NoteWritten(note_id=3, body="rolled back"), session=session)
+            raise RuntimeError("declined")
+    assert await _stored(kernel) == ([after.id], ["committed", "first"])
+
+
+async def test_a_publish_after_the_transactions_first_statement_needs_no_greenlet_hop(storage_kernel, monkeypatch):
+    harness = await storage_kernel(sample=SamplePlugin(), relay_enabled=False)
+    kernel = harness.kernel
+    async with kernel.database().session(tenant_id="acme") as session:
+        session.add(Note(body="kept"))
+        await session.flush()
+
+        def refuse(*_args, **_kwargs):
+            raise AssertionError("publish hopped into SQLAlchemy's greenlet")
+
+        monkeypatch.setattr(session, "run_sync", refuse)
+        envelope = await kernel.events.publish(NoteWritten(note_id=1, body="noted driver"), session=session)
+        monkeypatch.undo()
+    assert await _stored(kernel) == ([envelope.id], ["kept"])
+
+
+async def test_a_publish_after_a_statement_in_a_rolled_back_savepoint_is_dropped_with_it(storage_kernel):
+    harness = await storage_kernel(sample=SamplePlugin(), relay_enabled=False)
+    kernel = harness.kernel
+    async with kernel.database().session(tenant_id="acme") as session:
+        session.add(Note(body="kept"))
+        await session.flush()
+        savepoint = await session.begin_nested()
+        session.add(Note(body="dropped"))
+        await session.flush()
+        await kernel.events.publish(NoteWritten(note_id=2, body="in the savepoint"), session=session)
+        await savepoint.rollback()
+        kept = await kernel.events.publish(NoteWritten(note_id=1, body="after it"), session=session)
+    assert await _stored(kernel) == ([kept.id], ["kept"])
+
+
 _CHILD = """
 import asyncio, os, sys
 from sqlalchemy import text
