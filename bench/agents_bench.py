@@ -17,7 +17,9 @@ Run by hand (never by the tests)::
    disabled, alternating rounds, and a second disabled kernel in the same rounds (disabled vs
    disabled: the noise floor the ratio is judged against); the agent's worker decides off the
    request path meanwhile (without the auth plugin its principal holds no permission, so the rules
-   record ``forbidden``). The ratios are printed per round, so their spread is visible.
+   record ``forbidden``). The ratios are printed per round, so their spread is visible. Then the same
+   with the storage plugin on every kernel (unless ``--no-outbox``), as deployed: ``publish`` writes
+   the outbox row in a transaction of its own and the relay delivers to the agent after the commit.
 
 Every figure is printed with the load average at that moment (the machine is shared).
 """
@@ -50,6 +52,7 @@ import botcriptofy_agent_finance
 import botcriptofy_agent_security
 import botcriptofy_agent_subscriptions
 import botcriptofy_agents
+import botcriptofy_storage
 from botcriptofy import Route, hookimpl, kernel_of
 from botcriptofy.testing import render_settings
 from botcriptofy_agents import evaluate, load_cases, runner_of, settings_of
@@ -179,13 +182,23 @@ async def _latencies(client: httpx.AsyncClient, count: int, offset: int) -> list
     return samples
 
 
-async def bench_request_path(work: Path, server: LocalOllama, requests: int, rounds: int) -> dict[str, Any]:
-    settings = {"agent_security": {"provider": "ollama", "model": MODEL_NAME, "host": server.url, "timeout": 1.5, "shadow": True}}
-    plugins = {"agents": botcriptofy_agents, "agent_security": botcriptofy_agent_security}
-    enabled = await _runtime(work, settings, {**plugins, "emitter": Emitter()})
+async def bench_request_path(work: Path, server: LocalOllama, requests: int, rounds: int, *, outbox: bool = False) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "agent_security": {"provider": "ollama", "model": MODEL_NAME, "host": server.url, "timeout": 1.5, "shadow": True}
+    }
+    plugins: dict[str, Any] = {"agents": botcriptofy_agents, "agent_security": botcriptofy_agent_security}
+    if outbox:  # the deployed shape: the storage plugin's outbox, its relay delivering after the commit
+        plugins["storage"] = botcriptofy_storage
+
+    def with_storage(values: dict[str, Any], name: str) -> dict[str, Any]:
+        if not outbox:
+            return values
+        return {**values, "storage": {"url": f"sqlite+aiosqlite:///{work / name}.db", "relay_poll_interval": 0.05}}
+
+    enabled = await _runtime(work, with_storage(settings, "enabled"), {**plugins, "emitter": Emitter()})
     off_settings = {**settings, "plugins": {"disabled": ["agent_security"]}}
-    disabled = await _runtime(work, off_settings, {**plugins, "emitter": Emitter()})
-    disabled_again = await _runtime(work, off_settings, {**plugins, "emitter": Emitter()})
+    disabled = await _runtime(work, with_storage(off_settings, "disabled"), {**plugins, "emitter": Emitter()})
+    disabled_again = await _runtime(work, with_storage(off_settings, "disabled-again"), {**plugins, "emitter": Emitter()})
     on: list[float] = []
     off: list[float] = []
     again: list[float] = []
@@ -222,6 +235,7 @@ async def bench_request_path(work: Path, server: LocalOllama, requests: int, rou
         for runtime in (enabled, disabled, disabled_again):
             await runtime.stop()
     result = {
+        "outbox": outbox,
         "requests": len(on),
         "enabled_p50_ms": round(statistics.median(on), 3),
         "enabled_p95_ms": round(percentile(on, 95), 3),
@@ -247,6 +261,9 @@ async def main() -> int:
     parser.add_argument("--model-repeats", type=int, default=1, help="passes over the shipped cases with the model")
     parser.add_argument("--rules-repeats", type=int, default=20, help="passes over the shipped cases with the rules")
     parser.add_argument("--request-path-only", action="store_true", help="skip the decision latencies")
+    parser.add_argument(
+        "--no-outbox", action="store_true", help="measure the request path only without the storage plugin (the handler inside publish)"
+    )
     parser.add_argument("--agent", action="append", default=[], help="measure only this agent's cases (repeatable; default: every agent)")
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="the model's budget per decision (generous: latency is measured, not cut)"
@@ -266,7 +283,9 @@ async def main() -> int:
                 if args.request_path_only
                 else await bench_decisions(work, server, args.model_repeats, args.rules_repeats, args.timeout, frozenset(args.agent))
             )
-            path = await bench_request_path(work, server, args.requests, args.rounds)
+            paths = [await bench_request_path(work, server, args.requests, args.rounds)]
+            if not args.no_outbox:
+                paths.append(await bench_request_path(work, server, args.requests, args.rounds, outbox=True))
     finally:
         server.close()
     print("\nagent                provider  cases  schema-valid  accuracy  fallbacks  p50 ms    p95 ms    > 1.5 s  load")
@@ -275,12 +294,14 @@ async def main() -> int:
             f"{row['agent']:<20} {row['provider']:<8} {row['cases']:>6}  {row['schema_valid_rate']:>11.1%}  {row['accuracy']:>8.1%}"
             f"  {row['fallbacks']:>9}  {row['p50_ms']:>8.3f}  {row['p95_ms']:>8.3f}  {row['over_1500_ms']:>7}  {row['load']}"
         )
-    print(
-        f"\nrequest path (/bench/login-failed, {path['requests']} requests each): enabled p50 {path['enabled_p50_ms']} ms "
-        f"p95 {path['enabled_p95_ms']} ms vs disabled p50 {path['disabled_p50_ms']} ms p95 {path['disabled_p95_ms']} ms "
-        f"(ratio p50 {path['ratio_p50']}, p95 {path['ratio_p95']}; disabled vs disabled p50 {path['noise_ratio_p50']}, "
-        f"p95 {path['noise_ratio_p95']}; {path['decisions_in_background']} decisions off the path; {path['load']})"
-    )
+    for path in paths:
+        shape = "storage plugin's outbox, relay after commit" if path["outbox"] else "no outbox, handler inside publish"
+        print(
+            f"\nrequest path (/bench/login-failed, {shape}, {path['requests']} requests each): enabled p50 {path['enabled_p50_ms']} ms "
+            f"p95 {path['enabled_p95_ms']} ms vs disabled p50 {path['disabled_p50_ms']} ms p95 {path['disabled_p95_ms']} ms "
+            f"(ratio p50 {path['ratio_p50']}, p95 {path['ratio_p95']}; disabled vs disabled p50 {path['noise_ratio_p50']}, "
+            f"p95 {path['noise_ratio_p95']}; {path['decisions_in_background']} decisions off the path; {path['load']})"
+        )
     return 0
 
 

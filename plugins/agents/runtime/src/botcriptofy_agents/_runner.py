@@ -24,6 +24,9 @@ log = logging.getLogger("botcriptofy.agents")
 
 QUEUE_SIZE = 200
 DEFERRED_SIZE = 10000  # events waiting for their window update; past it they are dropped (and counted)
+# How long deferred window updates gather before they run, in one batch: long enough that the request
+# which published an event has answered before its update runs, short next to any window (minutes).
+DEFER_BATCH_SECONDS = 0.02
 STOP_TIMEOUT = 5.0
 
 
@@ -135,9 +138,11 @@ class Runner:
     def defer(self, callback: Callable[..., None], *args: Any) -> bool:
         """Run ``callback(*args)`` soon, on the event loop but outside the caller (an event handler's window update).
 
-        The handler of an event then costs its publisher one append: window updates run in batches
-        after the publisher moved on. False (and counted as dropped) when stopping or past
-        ``DEFERRED_SIZE`` pending calls.
+        The handler of an event then costs its publisher one append: window updates run in batches,
+        ``DEFER_BATCH_SECONDS`` after the first of them, when the publisher has moved on (run at the
+        next turn of the loop, they still landed inside the publishing request, which awaits). Pass
+        the event's time in ``args``: the update runs later. False (and counted as dropped) when
+        stopping or past ``DEFERRED_SIZE`` pending calls.
         """
         if self.stopping:
             return False
@@ -149,7 +154,7 @@ class Runner:
         self._deferred.append((callback, args))
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain)
+            asyncio.get_running_loop().call_later(DEFER_BATCH_SECONDS, self._drain)
         return True
 
     def _drain(self) -> None:
