@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 
 import ollama
 import pytest
 
+import botcriptofy_agent_configuration
+import botcriptofy_agent_configuration._agent as configuration_agent
+from botcriptofy.testing import wait_until
 from botcriptofy_agent_security import AGENT as SECURITY
 from botcriptofy_agent_security import SecuritySettings
-from botcriptofy_agents import Trigger, answer_token_bound, decide, handle, read_decisions
+from botcriptofy_agents import Trigger, answer_token_bound, decide, handle, read_decisions, runner_of, stop_agent
 from botcriptofy_auth._accounts import create_service_key
 
 from .conftest import MODEL_NAME, decision_json
@@ -183,3 +187,23 @@ async def test_metrics_count_decisions_fallbacks_and_latency(make_agents, broken
         == 1
     )
     assert registry.get_sample_value("botcriptofy_agent_decision_seconds_count", {"agent": "agent_security", "provider": "ollama"}) == 1
+
+
+async def test_an_agents_periodic_job_ticks_in_the_worker_without_a_workflow_engine_and_stops_with_the_agent(make_agents, monkeypatch):
+    calls: list[object] = []
+
+    async def sample(kernel):
+        calls.append(kernel)
+        return []
+
+    monkeypatch.setattr(configuration_agent, "sample_once", sample)
+    harness = await make_agents(configuration={"sample_interval": 0.05})
+    runner = runner_of(harness.kernel, configuration_agent.AGENT)
+    assert [ticker.name for ticker in runner.tickers] == ["agent_configuration.sample"]
+    await wait_until(lambda: len(calls) >= 3, timeout=5)  # once at start (immediately), then every 0.05 s
+    assert botcriptofy_agent_configuration.register_schedules(kernel=harness.kernel) == []  # no engine: no schedule
+    await stop_agent(harness.kernel, configuration_agent.AGENT)
+    assert runner.tickers == []
+    stopped = len(calls)
+    await asyncio.sleep(0.2)
+    assert len(calls) == stopped

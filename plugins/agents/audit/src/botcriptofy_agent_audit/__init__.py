@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botcriptofy import AuditRecord, Kernel, Schedule, ScheduledRun, SettingsSchema, StaffCommand, hookimpl
-from botcriptofy_agents import Agent, start_agent, stop_agent
+from botcriptofy import AuditRecord, Kernel, Schedule, SettingsSchema, StaffCommand, hookimpl
+from botcriptofy_agents import Agent, agent_schedules, start_agent, stop_agent
 
 from ._agent import AGENT, AuditDecision, observe, rules, verification_due, verify_chains
 from ._settings import SCHEMA, AuditAgentSettings
@@ -42,25 +42,11 @@ def plugin_settings_schema() -> SettingsSchema:
 
 @hookimpl
 def startup(kernel: Kernel) -> None:
-    from botcriptofy_agents import Ticker
-
-    from ._agent import TICKER
-
     start_agent(kernel, AGENT)
-    if not kernel.has_workflow_engine():
-        ticker = Ticker(kernel, kernel.settings_for(AGENT.name).verify_interval, verification_due, "agent_audit.verify")
-        kernel.stash[TICKER] = ticker
-        ticker.start()
 
 
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
-    from ._agent import TICKER
-
-    ticker = kernel.stash.get(TICKER, None)
-    if ticker is not None:
-        await ticker.stop()
-        del kernel.stash[TICKER]
     await stop_agent(kernel, AGENT)
 
 
@@ -77,15 +63,8 @@ def record_audit(kernel: Kernel, record: AuditRecord) -> None:
 
 @hookimpl
 def register_schedules(kernel: Kernel) -> list[Schedule]:
-    """With a workflow engine, verification is a schedule (once per tick across workers); without one, the plugin's own loop."""
-    if not kernel.has_workflow_engine():
-        return []
-
-    async def verify(run: ScheduledRun) -> dict[str, bool]:
-        return {"queued": verification_due(kernel.current()) is not None}
-
-    interval = kernel.settings_for(AGENT.name).verify_interval
-    return [Schedule("verify_chains", verify, interval=interval, description="Verify the audit chains and their signed checkpoints.")]
+    """With a workflow engine, verification is a schedule (once per tick across workers); without one, the runtime's ticker."""
+    return agent_schedules(kernel, AGENT)
 
 
 @hookimpl

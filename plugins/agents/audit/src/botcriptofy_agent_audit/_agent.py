@@ -16,7 +16,7 @@ from botcriptofy_agents import (
     ActionSpec,
     Agent,
     Decision,
-    Ticker,
+    Periodic,
     Trigger,
     decision_model,
     notify,
@@ -160,6 +160,10 @@ def _propose_revoke(kernel: Any, trigger: Trigger, decision: Decision) -> Action
     )
 
 
+async def _verify(kernel: Any) -> dict[str, bool]:
+    return {"queued": verification_due(kernel) is not None}
+
+
 AGENT = Agent(
     name=NAME,
     department=DEPARTMENT,
@@ -173,6 +177,7 @@ AGENT = Agent(
     },
     instructions=INSTRUCTIONS,
     prompt_version="1",
+    periodic=(Periodic("verify_chains", _verify, "verify_interval", "Verify the audit chains and their signed checkpoints."),),
     description="Audit-chain integrity, staff accounts reading many tenants, privacy requests at risk.",
 )
 
@@ -228,6 +233,3 @@ def verification_due(kernel: Any) -> Trigger | None:
         return None
     trigger = Trigger("chain_verification", "audit_chains", {"at": datetime.now(UTC).isoformat(timespec="seconds")})
     return trigger if runner.submit(trigger) else None
-
-
-TICKER: StashKey[Ticker] = StashKey("botcriptofy_agent_audit.ticker")

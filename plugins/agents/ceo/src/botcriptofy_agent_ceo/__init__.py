@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from botcriptofy import ApprovalAction, ApprovalRequest, Kernel, Schedule, ScheduledRun, SettingsSchema, StaffCommand, hookimpl
-from botcriptofy_agents import Agent, start_agent, stop_agent
+from botcriptofy_agents import Agent, agent_schedules, start_agent, stop_agent
 
 from ._agent import AGENT, DISTRIBUTE, CeoDecision, build_summary, indicators, look, rules, summary_due
 from ._settings import SCHEMA, CeoSettings
@@ -45,25 +45,11 @@ def plugin_settings_schema() -> SettingsSchema:
 
 @hookimpl
 def startup(kernel: Kernel) -> None:
-    from botcriptofy_agents import Ticker
-
-    from ._ticker import TICKER
-
     start_agent(kernel, AGENT)
-    if not kernel.has_workflow_engine():
-        ticker = Ticker(kernel, kernel.settings_for(AGENT.name).watch_interval, look, "agent_ceo.look")
-        kernel.stash[TICKER] = ticker
-        ticker.start()
 
 
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
-    from ._ticker import TICKER
-
-    ticker = kernel.stash.get(TICKER, None)
-    if ticker is not None:
-        await ticker.stop()
-        del kernel.stash[TICKER]
     await stop_agent(kernel, AGENT)
 
 
@@ -82,9 +68,6 @@ def register_schedules(kernel: Kernel) -> list[Schedule]:
     async def summary(run: ScheduledRun) -> dict[str, bool]:
         return {"queued": summary_due(kernel.current(), run.scheduled_at) is not None}
 
-    async def watch(run: ScheduledRun) -> dict[str, int]:
-        return {"triggers": len(await look(kernel.current()))}
-
     return [
         Schedule(
             "daily_summary",
@@ -93,7 +76,7 @@ def register_schedules(kernel: Kernel) -> list[Schedule]:
             time_zone=settings.summary_time_zone,
             description="The CEO's daily executive summary.",
         ),
-        Schedule("look", watch, interval=settings.watch_interval, description="KPI thresholds and the agents' critical decisions."),
+        *agent_schedules(kernel, AGENT),
     ]
 
 

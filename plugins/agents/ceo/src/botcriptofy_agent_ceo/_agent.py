@@ -14,6 +14,7 @@ from botcriptofy_agents import (
     ActionSpec,
     Agent,
     Decision,
+    Periodic,
     Trigger,
     decision_model,
     notify,
@@ -330,6 +331,10 @@ async def distribute(kernel: Any, approval: ApprovalRequest) -> dict[str, Any]:
     return {"done": True, "sent": recipients}
 
 
+async def _look(kernel: Any) -> dict[str, int]:
+    return {"triggers": len(await look(kernel))}
+
+
 AGENT = Agent(
     name=NAME,
     department=DEPARTMENT,
@@ -343,6 +348,7 @@ AGENT = Agent(
     },
     instructions=INSTRUCTIONS,
     prompt_version="1",
+    periodic=(Periodic("look", _look, "watch_interval", "KPI thresholds and the agents' critical decisions."),),
     description="Daily executive summary from the business KPIs and the department agents' decisions; KPI and critical-decision alerts.",
 )
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botcriptofy import Envelope, EventHandler, Kernel, Schedule, ScheduledRun, SettingsSchema, StaffCommand, hookimpl
-from botcriptofy_agents import Agent, start_agent, stop_agent
+from botcriptofy import Envelope, EventHandler, Kernel, Schedule, SettingsSchema, StaffCommand, hookimpl
+from botcriptofy_agents import Agent, agent_schedules, start_agent, stop_agent
 
 from ._agent import AGENT, ConfigurationDecision, Sample, observe_sample, rules
 from ._settings import SCHEMA, ConfigurationSettings
@@ -41,28 +41,15 @@ def plugin_settings_schema() -> SettingsSchema:
 
 @hookimpl
 def startup(kernel: Kernel) -> None:
-    from botcriptofy_agents import Ticker
-
-    from ._agent import SAMPLER, sample_once, watch_of
+    from ._agent import watch_of
 
     watch = watch_of(kernel)
     watch.version = watch.version or kernel.config_version
     start_agent(kernel, AGENT)
-    if not kernel.has_workflow_engine():
-        interval = kernel.settings_for(AGENT.name).sample_interval
-        sampler = Ticker(kernel, interval, sample_once, "agent_configuration.sampler", immediately=True)
-        kernel.stash[SAMPLER] = sampler
-        sampler.start()
 
 
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
-    from ._agent import SAMPLER
-
-    sampler = kernel.stash.get(SAMPLER, None)
-    if sampler is not None:
-        await sampler.stop()
-        del kernel.stash[SAMPLER]
     await stop_agent(kernel, AGENT)
 
 
@@ -83,18 +70,8 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler]:
 
 @hookimpl
 def register_schedules(kernel: Kernel) -> list[Schedule]:
-    """With a workflow engine, sampling is a schedule (once per tick across workers); without one, the plugin's own loop."""
-    if not kernel.has_workflow_engine():
-        return []
-    from ._agent import sample_once
-
-    async def sample(run: ScheduledRun) -> dict[str, int]:
-        return {"triggers": len(await sample_once(kernel.current()))}
-
-    interval = kernel.settings_for(AGENT.name).sample_interval
-    return [
-        Schedule("sample", sample, interval=max(1.0, interval), description="Sample CPU, memory, readiness and refused configurations.")
-    ]
+    """With a workflow engine, sampling is a schedule (once per tick across workers); without one, the runtime's ticker."""
+    return agent_schedules(kernel, AGENT)
 
 
 @hookimpl

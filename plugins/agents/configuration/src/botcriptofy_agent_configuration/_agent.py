@@ -17,7 +17,7 @@ from botcriptofy_agents import (
     ActionSpec,
     Agent,
     Decision,
-    Ticker,
+    Periodic,
     Trigger,
     decision_model,
     notify,
@@ -140,6 +140,10 @@ def _propose_rollback(kernel: Any, trigger: Trigger, decision: Decision) -> Acti
     )
 
 
+async def _sample(kernel: Any) -> dict[str, int]:
+    return {"triggers": len(await sample_once(kernel))}
+
+
 AGENT = Agent(
     name=NAME,
     department=DEPARTMENT,
@@ -153,6 +157,9 @@ AGENT = Agent(
     },
     instructions=INSTRUCTIONS,
     prompt_version="2",
+    periodic=(
+        Periodic("sample", _sample, "sample_interval", "Sample CPU, memory, readiness and refused configurations.", immediately=True),
+    ),
     description="Refused and rolled-back configurations, readiness failures, sustained CPU and memory pressure.",
 )
 
@@ -267,6 +274,3 @@ async def sample_once(kernel: Any) -> list[Trigger]:
         refused=getattr(kernel.runtime, "last_error", None),
     )
     return observe_sample(kernel, sample)
-
-
-SAMPLER: StashKey[Ticker] = StashKey("botcriptofy_agent_configuration.sampler")

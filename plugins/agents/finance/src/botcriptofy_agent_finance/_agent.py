@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botcriptofy import Actor, Envelope, StashKey, acting_as
+from botcriptofy import Actor, Envelope, acting_as
 from botcriptofy_agents import (
     ActionRequest,
     ActionSpec,
     Agent,
     Decision,
-    Ticker,
+    Periodic,
     Trigger,
     decision_model,
     notify,
@@ -142,6 +142,10 @@ def _propose_pause(kernel: Any, trigger: Trigger, decision: Decision) -> ActionR
     )
 
 
+async def _check(kernel: Any) -> dict[str, int]:
+    return {"triggers": len(await check_once(kernel))}
+
+
 AGENT = Agent(
     name=NAME,
     department=DEPARTMENT,
@@ -155,6 +159,7 @@ AGENT = Agent(
     },
     instructions=INSTRUCTIONS,
     prompt_version="1",
+    periodic=(Periodic("check", _check, "check_interval", "Check payment failures and revenue against the week before."),),
     description="Payment failures over 24 hours, revenue drops week over week, refunds; dunning pauses through approvals.",
 )
 
@@ -235,6 +240,3 @@ async def check_once(kernel: Any, *, now: datetime | None = None) -> list[Trigge
                 runner.submit(trigger)
                 fired.append(trigger)
     return fired
-
-
-CHECKER: StashKey[Ticker] = StashKey("botcriptofy_agent_finance.checker")

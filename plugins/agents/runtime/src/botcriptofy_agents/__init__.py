@@ -21,7 +21,19 @@ from ._engine import Outcome, decide, digest, messages
 from ._eval import Case, Report, evaluate, load_cases
 from ._providers import AgentHookSpecs, ModelProvider, OllamaProvider
 from ._routes import read_decisions
-from ._runner import Runner, Windows, handle, notify, notify_address, registered_agents, runner_of, settings_of, start_agent, stop_agent
+from ._runner import (
+    Runner,
+    Windows,
+    agent_schedules,
+    handle,
+    notify,
+    notify_address,
+    registered_agents,
+    runner_of,
+    settings_of,
+    start_agent,
+    stop_agent,
+)
 from ._spec import (
     ANSWER_STRING_MAX,
     ANSWER_TEXT_CHARS,
@@ -33,6 +45,7 @@ from ._spec import (
     Agent,
     AgentSettings,
     Decision,
+    Periodic,
     Trigger,
     answer_schema,
     answer_token_bound,
@@ -56,11 +69,13 @@ __all__ = [
     "ModelProvider",
     "OllamaProvider",
     "Outcome",
+    "Periodic",
     "Report",
     "Runner",
     "Ticker",
     "Trigger",
     "Windows",
+    "agent_schedules",
     "agent_settings_schema",
     "agents_model_provider",
     "answer_schema",

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from botcriptofy import Actor, DataSubject, Notification, ProblemError, StashKey, acting_as
+from botcriptofy import Actor, DataSubject, Notification, ProblemError, Schedule, ScheduledRun, StashKey, acting_as
 
 from . import _store
 from ._engine import Outcome, decide, digest
 from ._metrics import AgentMetrics
 from ._models import utcnow
 from ._providers import OllamaProvider
-from ._spec import Agent, AgentSettings, Decision, Trigger
+from ._spec import Agent, AgentSettings, Decision, Periodic, Trigger
+from ._ticker import Ticker
 
 log = logging.getLogger("botcriptofy.agents")
 
@@ -117,6 +118,7 @@ class Runner:
         self.busy = False
         self._deferred: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._drain_scheduled = False
+        self.tickers: list[Ticker] = []
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop(), name=f"agent:{self.agent.name}")
@@ -213,18 +215,47 @@ _RUNNER_KEYS: dict[str, StashKey[Runner]] = {}
 
 
 def start_agent(kernel: Any, agent: Agent) -> Runner:
-    """Start the agent's worker (call from the agent plugin's ``startup``)."""
+    """Start the agent's worker (call from the agent plugin's ``startup``).
+
+    Without a workflow engine, also a :class:`Ticker` per :class:`Periodic` job of the agent's.
+    """
     runner = Runner(kernel, agent)
     kernel.stash[_runner_key(agent.name)] = runner
     runner.start()
+    if agent.periodic and not kernel.has_workflow_engine():
+        settings = kernel.settings_for(agent.name)
+        for job in agent.periodic:
+            ticker = Ticker(
+                kernel, float(getattr(settings, job.interval)), job.run, f"{agent.name}.{job.name}", immediately=job.immediately
+            )
+            runner.tickers.append(ticker)
+            ticker.start()
     return runner
 
 
 async def stop_agent(kernel: Any, agent: Agent) -> None:
-    """Stop the agent's worker (call from the agent plugin's ``shutdown``): it takes no trigger any more."""
+    """Stop the agent's tickers and worker (call from the agent plugin's ``shutdown``): it takes no trigger any more."""
     runner = kernel.stash.get(_runner_key(agent.name), None)
     if runner is not None:
+        tickers, runner.tickers = runner.tickers, []
+        for ticker in tickers:
+            await ticker.stop()
         await runner.stop()
+
+
+def agent_schedules(kernel: Any, agent: Agent) -> list[Schedule]:
+    """The agent's :class:`Periodic` jobs as schedules (return them from ``register_schedules``); none without a workflow engine."""
+    if not kernel.has_workflow_engine():
+        return []
+    settings = kernel.settings_for(agent.name)
+
+    def scheduled(job: Periodic) -> Schedule:
+        async def run(_run: ScheduledRun) -> Any:
+            return await job.run(kernel.current())
+
+        return Schedule(job.name, run, interval=max(1.0, float(getattr(settings, job.interval))), description=job.description)
+
+    return [scheduled(job) for job in agent.periodic]
 
 
 def runner_of(kernel: Any, agent: Agent | str) -> Runner | None:

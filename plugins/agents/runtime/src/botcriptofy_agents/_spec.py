@@ -231,11 +231,29 @@ class ActionSpec:
 
 
 @dataclass(frozen=True)
+class Periodic:
+    """A job an agent runs every ``interval`` seconds, ``interval`` naming a setting of the agent's own.
+
+    With a workflow engine it is the schedule ``name`` (once per tick across workers and hosts, see
+    :func:`agent_schedules`); without one, every worker ticks it with a :class:`Ticker` started and
+    stopped with the agent (``immediately``: once at start too). ``run(kernel)`` returns what the
+    schedule records.
+    """
+
+    name: str
+    run: Callable[[Any], Awaitable[Any]]
+    interval: str
+    description: str
+    immediately: bool = False
+
+
+@dataclass(frozen=True)
 class Agent:
     """One department agent, as its plugin declares it to the runtime (``register_agents``).
 
     ``ask_parameters``: whether the model is asked for ``parameters`` too (off by default: no shipped
     action reads them, and a small model spends some twenty tokens on them in every answer).
+    ``periodic``: the agent's own checks on a clock (:class:`Periodic`).
     """
 
     name: str
@@ -248,6 +266,7 @@ class Agent:
     prompt_version: str = "1"
     description: str = ""
     ask_parameters: bool = False
+    periodic: tuple[Periodic, ...] = ()
 
     @property
     def schema(self) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botcriptofy import Envelope, EventHandler, Kernel, Schedule, ScheduledRun, SettingsSchema, StaffCommand, hookimpl
-from botcriptofy_agents import Agent, start_agent, stop_agent
+from botcriptofy import Envelope, EventHandler, Kernel, Schedule, SettingsSchema, StaffCommand, hookimpl
+from botcriptofy_agents import Agent, agent_schedules, start_agent, stop_agent
 
 from ._agent import AGENT, SubscriptionsDecision, check_once, observe, rules
 from ._settings import SCHEMA, SubscriptionsSettings
@@ -42,25 +42,11 @@ def plugin_settings_schema() -> SettingsSchema:
 
 @hookimpl
 def startup(kernel: Kernel) -> None:
-    from botcriptofy_agents import Ticker
-
-    from ._agent import CHECKER, check_once
-
     start_agent(kernel, AGENT)
-    if not kernel.has_workflow_engine():
-        checker = Ticker(kernel, kernel.settings_for(AGENT.name).check_interval, check_once, "agent_subscriptions.checker")
-        kernel.stash[CHECKER] = checker
-        checker.start()
 
 
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
-    from ._agent import CHECKER
-
-    checker = kernel.stash.get(CHECKER, None)
-    if checker is not None:
-        await checker.stop()
-        del kernel.stash[CHECKER]
     await stop_agent(kernel, AGENT)
 
 
@@ -81,15 +67,8 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler]:
 
 @hookimpl
 def register_schedules(kernel: Kernel) -> list[Schedule]:
-    """With a workflow engine, churn is checked on a schedule (once per tick across workers); without one, in the plugin's loop."""
-    if not kernel.has_workflow_engine():
-        return []
-
-    async def check(run: ScheduledRun) -> dict[str, int]:
-        return {"triggers": len(await check_once(kernel.current()))}
-
-    interval = kernel.settings_for(AGENT.name).check_interval
-    return [Schedule("check", check, interval=max(1.0, interval), description="Check churn over the window.")]
+    """With a workflow engine, churn is checked on a schedule (once per tick across workers); without one, by the runtime's ticker."""
+    return agent_schedules(kernel, AGENT)
 
 
 @hookimpl

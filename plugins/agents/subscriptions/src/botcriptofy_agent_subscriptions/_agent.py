@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botcriptofy import Actor, Envelope, Notification, StashKey, acting_as
+from botcriptofy import Actor, Envelope, Notification, acting_as
 from botcriptofy_agents import (
     ActionRequest,
     ActionSpec,
     Agent,
     Decision,
-    Ticker,
+    Periodic,
     Trigger,
     decision_model,
     notify,
@@ -196,6 +196,10 @@ def _propose_pause(kernel: Any, trigger: Trigger, decision: Decision) -> ActionR
     )
 
 
+async def _check(kernel: Any) -> dict[str, int]:
+    return {"triggers": len(await check_once(kernel))}
+
+
 AGENT = Agent(
     name=NAME,
     department=DEPARTMENT,
@@ -210,6 +214,7 @@ AGENT = Agent(
     },
     instructions=INSTRUCTIONS,
     prompt_version="1",
+    periodic=(Periodic("check", _check, "check_interval", "Check churn over the window."),),
     description="Churn over 30 days, quotas at 80 and 100 %, trials ending, past-due accounts.",
 )
 
@@ -304,6 +309,3 @@ async def check_once(kernel: Any, *, now: datetime | None = None) -> list[Trigge
     trigger = Trigger("churn", "platform", data)
     runner.submit(trigger)
     return [trigger]
-
-
-CHECKER: StashKey[Ticker] = StashKey("botcriptofy_agent_subscriptions.checker")
