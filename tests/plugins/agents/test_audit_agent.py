@@ -27,6 +27,7 @@ from botcriptofy_agents import Trigger, _store, handle, load_cases, read_decisio
 from support import STRONG_PASSWORD
 
 from .conftest import FAST_HASH, MODEL_NAME, Recorder, decision_json
+from .decisions import approval_settled, decisions_of, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,18 +110,6 @@ async def make_auditing(kernel_harness: Any, recorder: Recorder, tmp_path: Any) 
     yield make
 
 
-async def _rows(kernel: Any) -> list[dict[str, Any]]:
-    principal = await kernel.service_actor("agent_audit")
-    return list(reversed(await read_decisions(kernel, principal, department="audit")))
-
-
-async def _settle(kernel: Any, count: int) -> list[dict[str, Any]]:
-    runner = runner_of(kernel, AGENT)
-    await wait_until(lambda: runner.decided >= count, timeout=10)
-    await runner.idle()
-    return await _rows(kernel)
-
-
 async def _lookup(kernel: Any, staff_id: str, tenant: str) -> None:
     await kernel.audit(
         "auth.user_lookup", actor_id=staff_id, actor_kind="user", tenant_id="company", target="user:x", details={"tenant_id": tenant}
@@ -134,10 +123,10 @@ async def test_one_staff_account_reading_many_tenants_fires_once_per_level(make_
         await _lookup(kernel, "staff-1", tenant)
     await _lookup(kernel, "staff-2", "t-3")
     await asyncio.sleep(0.2)
-    assert await _rows(kernel) == []
+    assert await decisions_of(AGENT, kernel) == []
     for tenant in ("t-3", "t-4", "t-5", "t-6", "t-7"):  # 3rd distinct: alert; 5th: revoke; then nothing new
         await _lookup(kernel, "staff-1", tenant)
-    rows = await _settle(kernel, 2)
+    rows = await settle(AGENT, kernel, 2)
     assert [(r["subject"], r["trigger"]["data"]["tenants"], r["action"]) for r in rows] == [
         ("staff-1", 3, "notify"),
         ("staff-1", 5, "revoke_sessions"),
@@ -161,7 +150,7 @@ async def test_the_user_command_feeds_the_reads_window(make_auditing):
     actor = Actor(id=reader.id, kind="user", tenant_id=reader.tenant_id, permissions=frozenset({"users:read"}))
     for email in [*emails, emails[0]]:
         await kernel.run_staff_command("user", actor=actor, arguments={"email": email}, channel="test")
-    (row,) = await _settle(kernel, 1)
+    (row,) = await settle(AGENT, kernel, 1)
     assert (row["subject"], row["trigger"]["data"]["tenants"], row["trigger"]["data"]["reads"], row["action"]) == (
         reader.id,
         3,
@@ -176,7 +165,7 @@ async def test_privacy_deadlines_at_risk_and_overdue(make_auditing, recorder):
     for action, days in (("privacy.request_deadline_near", 3), ("privacy.request_overdue", None)):
         details = {"request_id": "r-1", "kind": "export", **({"days_left": days} if days is not None else {})}
         await kernel.audit(action, actor_id="u-1", actor_kind="system", tenant_id="t-9", target="privacy_request:r-1", details=details)
-    rows = await _settle(kernel, 2)
+    rows = await settle(AGENT, kernel, 2)
     assert [(r["trigger"]["data"]["overdue"], r["trigger"]["data"]["days_left"], r["action"], r["outcome"]) for r in rows] == [
         (False, 3, "notify", "executed"),
         (True, 0, "open_incident", "executed"),
@@ -190,11 +179,11 @@ async def test_scheduled_verification_goes_through_the_audit_plugin(make_auditin
     for n in range(4):
         await kernel.audit("test.action", actor_id="u", actor_kind="user", tenant_id="tenant-a", target=f"thing:{n}")
     assert verification_due(kernel) is not None
-    (intact,) = await _settle(kernel, 1)
+    (intact,) = await settle(AGENT, kernel, 1)
     assert (intact["action"], intact["outcome"]) == ("none", "no_action")
     await _tamper(kernel, "UPDATE audit_entries SET details = '{\"n\":99}' WHERE chain = 'tenant-a' AND seq = 2")
     verification_due(kernel)
-    rows = await _settle(kernel, 2)
+    rows = await settle(AGENT, kernel, 2)
     assert (rows[1]["action"], rows[1]["outcome"], rows[1]["decision"]["severity"]) == ("open_incident", "executed", "critical")
     assert "tenant-a#2 edited" in rows[1]["decision"]["rationale"]
     principal = await kernel.service_actor("agent_audit")
@@ -207,7 +196,7 @@ async def test_scheduled_verification_goes_through_the_audit_plugin(make_auditin
 async def test_without_the_audit_plugin_it_says_it_cannot_verify(make_auditing):
     harness = await make_auditing(plugins={"audit": None})
     verification_due(harness.kernel)
-    (row,) = await _settle(harness.kernel, 1)
+    (row,) = await settle(AGENT, harness.kernel, 1)
     assert (row["action"], row["outcome"]) == ("notify", "executed")
 
 
@@ -349,16 +338,6 @@ async def _proposed(make_auditing, env) -> tuple[Any, dict[str, Any], Actor, str
     return harness, row, decider, login.json()["access_token"]
 
 
-async def _settled(harness, row) -> dict[str, Any]:
-    await harness.kernel.workflows().wait(f"approval.{row['approval_id']}")
-
-    async def done() -> bool:
-        return any(r["id"] == row["id"] and r["outcome"] != "awaiting_approval" for r in await _rows(harness.kernel))
-
-    await wait_until(done, timeout=10)
-    return next(r for r in await _rows(harness.kernel) if r["id"] == row["id"])
-
-
 async def _me(harness, token: str) -> int:
     return (await harness.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})).status_code
 
@@ -368,7 +347,7 @@ async def test_a_revocation_waits_for_approval_and_runs_once_approved(make_audit
     await asyncio.sleep(0.2)
     assert await _me(harness, token) == 200  # waiting for a person
     await harness.kernel.decide_approval(row["approval_id"], approve=True, actor=decider, reason="confirmed")
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "approved" and stored["outcome_detail"]["result"]["done"] is True
     assert await _me(harness, token) == 401
 
@@ -376,12 +355,12 @@ async def test_a_revocation_waits_for_approval_and_runs_once_approved(make_audit
 async def test_a_rejected_revocation_never_runs(make_auditing, approvals_env):
     harness, row, decider, token = await _proposed(make_auditing, approvals_env)
     await harness.kernel.decide_approval(row["approval_id"], approve=False, actor=decider, reason="an audit campaign")
-    assert (await _settled(harness, row))["outcome"] == "rejected"
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "rejected"
     assert await _me(harness, token) == 200
 
 
 async def test_an_expired_revocation_never_runs(make_auditing, approvals_env):
     harness, row, _, token = await _proposed(make_auditing, approvals_env)
     await approvals_env.sleep(24 * 3600 + 1)
-    assert (await _settled(harness, row))["outcome"] == "expired"
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "expired"
     assert await _me(harness, token) == 200

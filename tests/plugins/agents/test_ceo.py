@@ -26,6 +26,7 @@ from botcriptofy_agent_security import AGENT as SECURITY
 from botcriptofy_agents import Trigger, _store, handle, load_cases, read_decisions, registered_agents, runner_of
 
 from .conftest import FAST_HASH, MODEL_NAME, Recorder, decision_json
+from .decisions import approval_settled, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,18 +122,6 @@ async def make_ceo(kernel_harness: Any, recorder: Recorder, figures: Figures, tm
     yield make
 
 
-async def _rows(kernel: Any) -> list[dict[str, Any]]:
-    principal = await kernel.service_actor("agent_ceo")
-    return list(reversed(await read_decisions(kernel, principal, department="ceo")))
-
-
-async def _settle(kernel: Any, count: int) -> list[dict[str, Any]]:
-    runner = runner_of(kernel, AGENT)
-    await wait_until(lambda: runner.decided >= count, timeout=10)
-    await runner.idle()
-    return await _rows(kernel)
-
-
 async def _security_decisions(kernel: Any) -> None:
     """Two decisions of the security agent: an incident (high) and a revocation proposal (critical)."""
     await handle(kernel, SECURITY, Trigger("account_locked", "u-1", {"failures": 15}, tenant_id="t-1", user_id="u-1"))
@@ -145,7 +134,7 @@ async def test_the_daily_summary_reports_kpis_and_the_agents_decisions(make_ceo,
     await _security_decisions(kernel)
     recorder.notifications.clear()
     assert summary_due(kernel) is not None
-    (row,) = await _settle(kernel, 1)
+    (row,) = await settle(AGENT, kernel, 1)
     assert (row["trigger_kind"], row["action"], row["outcome"]) == ("daily_summary", "send_summary", "executed")
     (sent,) = recorder.notifications
     assert sent.recipient == "department:ceo" and sent.category == "agents.ceo"
@@ -168,7 +157,7 @@ async def test_the_look_alerts_on_kpis_once_a_day_and_on_critical_decisions(make
     again = await look(kernel)
     assert [t.kind for t in again] == ["critical_decisions"] and again[0].data["critical"] == 1
     assert await look(kernel) == []  # nothing new since the previous look, KPIs already alerted today
-    rows = await _settle(kernel, 3)
+    rows = await settle(AGENT, kernel, 3)
     assert sorted((r["subject"], r["action"], r["decision"]["severity"]) for r in rows if r["trigger_kind"] == "kpi") == [
         ("churn_rate", "alert", "high"),
         ("payments_failed_rate", "alert", "critical"),
@@ -327,16 +316,6 @@ async def _proposed(make_ceo, env) -> tuple[Any, dict[str, Any]]:
     return harness, row
 
 
-async def _settled(harness, row) -> dict[str, Any]:
-    await harness.kernel.workflows().wait(f"approval.{row['approval_id']}")
-
-    async def done() -> bool:
-        return any(r["id"] == row["id"] and r["outcome"] != "awaiting_approval" for r in await _rows(harness.kernel))
-
-    await wait_until(done, timeout=10)
-    return next(r for r in await _rows(harness.kernel) if r["id"] == row["id"])
-
-
 def _to_board(recorder: Recorder) -> list[Any]:
     return [n for n in recorder.notifications if n.recipient == BOARD_ADDRESS]
 
@@ -346,7 +325,7 @@ async def test_the_distribution_waits_for_approval_and_runs_once_approved(make_c
     await asyncio.sleep(0.2)
     assert _to_board(recorder) == []  # waiting for a CEO manager
     await harness.kernel.decide_approval(row["approval_id"], approve=True, actor=BOARD, reason="ok")
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "approved" and stored["outcome_detail"]["result"]["sent"] == [BOARD_ADDRESS, "department:ceo"]
     (sent,) = _to_board(recorder)
     assert sent.subject == "[CEO] Resumo executivo 2026-11-29" and sent.body.startswith("Resumo executivo 2026-11-29")
@@ -356,10 +335,10 @@ async def test_the_distribution_waits_for_approval_and_runs_once_approved(make_c
 async def test_a_rejected_distribution_never_runs(make_ceo, approvals_env, recorder):
     harness, row = await _proposed(make_ceo, approvals_env)
     await harness.kernel.decide_approval(row["approval_id"], approve=False, actor=BOARD, reason="not today")
-    assert (await _settled(harness, row))["outcome"] == "rejected" and _to_board(recorder) == []
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "rejected" and _to_board(recorder) == []
 
 
 async def test_an_expired_distribution_never_runs(make_ceo, approvals_env, recorder):
     harness, row = await _proposed(make_ceo, approvals_env)
     await approvals_env.sleep(24 * 3600 + 1)
-    assert (await _settled(harness, row))["outcome"] == "expired" and _to_board(recorder) == []
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "expired" and _to_board(recorder) == []

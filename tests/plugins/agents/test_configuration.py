@@ -18,6 +18,7 @@ from botcriptofy_agent_configuration._agent import Watch, cpu_percent, memory_pe
 from botcriptofy_agents import Trigger, _store, handle, load_cases, read_decisions, registered_agents, runner_of
 
 from .conftest import MODEL_NAME, decision_json
+from .decisions import approval_settled, decisions_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,11 +42,6 @@ def test_the_rules_decide_every_shipped_case(case):
     AGENT.decision.model_validate(decision.model_dump())
 
 
-async def _rows(kernel: Any) -> list[dict[str, Any]]:
-    principal = await kernel.service_actor("agent_configuration")
-    return list(reversed(await read_decisions(kernel, principal, department="configuration")))
-
-
 async def test_cpu_and_memory_alert_only_when_sustained(make_agents, recorder):
     harness = await make_agents()
     kernel = harness.kernel
@@ -57,7 +53,7 @@ async def test_cpu_and_memory_alert_only_when_sustained(make_agents, recorder):
     runner = runner_of(kernel, AGENT)
     await wait_until(lambda: runner.decided >= 2, timeout=10)
     await runner.idle()
-    rows = await _rows(kernel)
+    rows = await decisions_of(AGENT, kernel)
     assert [(r["trigger_kind"], r["trigger"]["data"]["samples"], r["action"]) for r in rows] == [
         ("memory", 4, "notify"),
         ("cpu", 4, "notify"),
@@ -99,11 +95,11 @@ async def test_a_refused_configuration_is_noticed(make_agents):
     runner = runner_of(harness.kernel, AGENT)
 
     async def decided() -> bool:
-        return any(r["trigger_kind"] == "config_refused" for r in await _rows(harness.kernel))
+        return any(r["trigger_kind"] == "config_refused" for r in await decisions_of(AGENT, harness.kernel))
 
     await wait_until(decided, timeout=10)
     await runner.idle()
-    (row,) = [r for r in await _rows(harness.kernel) if r["trigger_kind"] == "config_refused"]
+    (row,) = [r for r in await decisions_of(AGENT, harness.kernel) if r["trigger_kind"] == "config_refused"]
     assert (row["action"], row["outcome"]) == ("notify", "executed") and "timeout" in row["trigger"]["data"]["error"]
 
 
@@ -200,23 +196,13 @@ async def _changed_then_failing(make_agents, env) -> tuple[Any, dict[str, Any], 
     return harness, row, before
 
 
-async def _settled(harness, row) -> dict[str, Any]:
-    await harness.kernel.workflows().wait(f"approval.{row['approval_id']}")
-
-    async def done() -> bool:
-        return any(r["id"] == row["id"] and r["outcome"] != "awaiting_approval" for r in await _rows(harness.kernel))
-
-    await wait_until(done, timeout=10)
-    return next(r for r in await _rows(harness.kernel) if r["id"] == row["id"])
-
-
 async def test_a_rollback_runs_only_once_approved(make_agents, approvals_env):
     harness, row, _ = await _changed_then_failing(make_agents, approvals_env)
     version = harness.kernel.config_version
     await asyncio.sleep(0.2)
     assert harness.kernel.config_version == version  # waiting for a person
     await harness.kernel.decide_approval(row["approval_id"], approve=True, actor=MANAGER)
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "approved" and stored["outcome_detail"]["result"]["applied"] is True
     assert harness.kernel.settings_for("agent_configuration").readiness_failures == 3  # version `before` restored
 
@@ -224,7 +210,7 @@ async def test_a_rollback_runs_only_once_approved(make_agents, approvals_env):
 async def test_a_rejected_rollback_never_runs(make_agents, approvals_env):
     harness, row, _ = await _changed_then_failing(make_agents, approvals_env)
     await harness.kernel.decide_approval(row["approval_id"], approve=False, actor=MANAGER, reason="known maintenance")
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "rejected"
     assert harness.kernel.settings_for("agent_configuration").readiness_failures == 2
 
@@ -232,6 +218,6 @@ async def test_a_rejected_rollback_never_runs(make_agents, approvals_env):
 async def test_an_expired_rollback_never_runs(make_agents, approvals_env):
     harness, row, _ = await _changed_then_failing(make_agents, approvals_env)
     await approvals_env.sleep(24 * 3600 + 1)
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "expired"
     assert harness.kernel.settings_for("agent_configuration").readiness_failures == 2

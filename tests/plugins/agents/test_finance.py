@@ -20,6 +20,7 @@ from botcriptofy_billing._dunning import paused_until
 
 from .business_support import FAST_WORKFLOWS, make_business, weeks
 from .conftest import MODEL_NAME, decision_json
+from .decisions import approval_settled, decisions_of, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,11 +52,6 @@ def test_thresholds_follow_the_settings():
     assert rules(Trigger("refund", "c", {"amount_cents": 100, "refunds_24h": 1}), {}, strict).action == "notify"
 
 
-async def _rows(kernel: Any, **filters: Any) -> list[dict[str, Any]]:
-    principal = await kernel.service_actor("agent_finance")
-    return list(reversed(await read_decisions(kernel, principal, department="finance", **filters)))
-
-
 async def _payment(kernel: Any, n: int, *, failed: bool) -> None:
     if failed:
         event: Any = PaymentFailed(
@@ -74,17 +70,6 @@ async def _payment(kernel: Any, n: int, *, failed: bool) -> None:
     await kernel.events.publish(event, tenant_id=f"t-{n}")
 
 
-async def _settle(kernel: Any, decisions: int) -> list[dict[str, Any]]:
-    runner = runner_of(kernel, AGENT)
-
-    async def enough() -> bool:
-        return len(await _rows(kernel)) >= decisions
-
-    await wait_until(enough, timeout=15)
-    await runner.idle()
-    return await _rows(kernel)
-
-
 async def test_payment_failures_cost_one_decision_per_window_and_level(make_agents, recorder):
     harness = await make_business(make_agents, agent_finance={"approval_actions": []})
     kernel = harness.kernel
@@ -93,11 +78,11 @@ async def test_payment_failures_cost_one_decision_per_window_and_level(make_agen
     await _payment(kernel, 100, failed=True)  # 1 of 20: 5 %, not above
     await asyncio.sleep(0.5)
     await runner_of(kernel, AGENT).idle()
-    assert await _rows(kernel) == []
+    assert await decisions_of(AGENT, kernel) == []
     await _payment(kernel, 101, failed=True)  # 2 of 21: above 5 %
     for n in range(102, 112):  # up to 12 of 31: 38.7 %, past the 30 % pause level once
         await _payment(kernel, n, failed=True)
-    rows = await _settle(kernel, 2)
+    rows = await settle(AGENT, kernel, 2)
     assert [(r["trigger"]["data"]["failed"], r["trigger"]["data"]["succeeded"], r["action"]) for r in rows] == [
         (2, 19, "notify"),
         (9, 19, "pause_dunning"),
@@ -123,7 +108,7 @@ async def test_refunds_report_large_ones_and_spikes(make_agents):
     await refund(3, 100)
     await refund(4, 100)
     await refund(5, 100)  # the 5th in 24 hours: a spike
-    rows = await _settle(kernel, 2)
+    rows = await settle(AGENT, kernel, 2)
     assert [(r["subject"], r["trigger"]["data"]["refunds_24h"], r["action"]) for r in rows] == [
         ("charge:ch_2", 2, "notify"),
         ("platform", 5, "open_incident"),
@@ -137,7 +122,7 @@ async def test_the_figures_check_compares_revenue_week_over_week(make_agents):
     fired = await check_once(kernel)
     assert [(t.kind, t.data["previous_cents"]) for t in fired] == [("revenue", 100000)]
     assert await check_once(kernel) == []  # once per day and level
-    (row,) = await _settle(kernel, 1)
+    (row,) = await settle(AGENT, kernel, 1)
     assert (row["action"], row["outcome"]) == ("notify", "executed")
     spans = {round((until - since).total_seconds() / 86400) for since, until in figures.windows}
     assert spans == {1, 7}
@@ -252,22 +237,12 @@ async def _proposed(make_agents, env) -> tuple[Any, dict[str, Any]]:
     return harness, row
 
 
-async def _settled(harness: Any, row: dict[str, Any]) -> dict[str, Any]:
-    await harness.kernel.workflows().wait(f"approval.{row['approval_id']}")
-
-    async def done() -> bool:
-        return any(r["id"] == row["id"] and r["outcome"] != "awaiting_approval" for r in await _rows(harness.kernel))
-
-    await wait_until(done, timeout=10)
-    return next(r for r in await _rows(harness.kernel) if r["id"] == row["id"])
-
-
 async def test_a_dunning_pause_runs_only_once_approved(make_agents, approvals_env):
     harness, row = await _proposed(make_agents, approvals_env)
     await asyncio.sleep(0.2)
     assert await paused_until(harness.kernel, "t-1") is None  # waiting for a person
     await harness.kernel.decide_approval(row["approval_id"], approve=True, actor=MANAGER)
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "approved" and stored["outcome_detail"]["result"]["tenant_id"] is None
     assert await paused_until(harness.kernel, "t-1") is not None
 
@@ -275,12 +250,12 @@ async def test_a_dunning_pause_runs_only_once_approved(make_agents, approvals_en
 async def test_a_rejected_pause_never_runs(make_agents, approvals_env):
     harness, row = await _proposed(make_agents, approvals_env)
     await harness.kernel.decide_approval(row["approval_id"], approve=False, actor=MANAGER, reason="ordinary card declines")
-    assert (await _settled(harness, row))["outcome"] == "rejected"
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "rejected"
     assert await paused_until(harness.kernel, "t-1") is None
 
 
 async def test_an_expired_pause_never_runs(make_agents, approvals_env):
     harness, row = await _proposed(make_agents, approvals_env)
     await approvals_env.sleep(24 * 3600 + 1)
-    assert (await _settled(harness, row))["outcome"] == "expired"
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "expired"
     assert await paused_until(harness.kernel, "t-1") is None

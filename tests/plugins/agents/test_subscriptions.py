@@ -21,6 +21,7 @@ from botcriptofy_billing._dunning import paused_until
 
 from .business_support import FAST_WORKFLOWS, Figures, make_business
 from .conftest import MODEL_NAME, decision_json
+from .decisions import approval_settled, decisions_of, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,20 +57,6 @@ def test_thresholds_follow_the_settings():
     assert rules(Trigger("past_due", "t", {"plan": "pro", "final": False}, tenant_id="t"), {}, strict).action == "pause_dunning"
 
 
-async def _rows(kernel: Any, **filters: Any) -> list[dict[str, Any]]:
-    principal = await kernel.service_actor("agent_subscriptions")
-    return list(reversed(await read_decisions(kernel, principal, department="subscriptions", **filters)))
-
-
-async def _settle(kernel: Any, decisions: int) -> list[dict[str, Any]]:
-    async def enough() -> bool:
-        return len(await _rows(kernel)) >= decisions
-
-    await wait_until(enough, timeout=15)
-    await runner_of(kernel, AGENT).idle()
-    return await _rows(kernel)
-
-
 def _quota(event: type, used: int, limit: int, upgrade_to: str | None = "pro") -> Any:
     return event(tenant_id="t-1", quota="api_calls_per_month", period="2026-11", used=used, limit=limit, plan="free", upgrade_to=upgrade_to)
 
@@ -89,9 +76,9 @@ async def test_billing_events_become_one_decision_per_tenant_and_episode(make_ag
     over = dict(invoice_id="in_5", subscription_id="sub_5", amount_due=Money(amount_minor=2900, currency="BRL"), next_payment_attempt=None)
     await publish(PaymentFailed(tenant_id="t-5", attempt_count=4, final=True, **over), tenant_id="t-5")
     await publish(PaymentFailed(tenant_id="t-6", attempt_count=1, final=False, **over), tenant_id="t-6")  # retries go on: no trigger
-    rows = await _settle(kernel, 6)
+    rows = await settle(AGENT, kernel, 6)
     await asyncio.sleep(0.3)
-    rows = await _rows(kernel)
+    rows = await decisions_of(AGENT, kernel)
     got = sorted((r["trigger_kind"], r["subject_tenant"], r["action"], r["outcome"]) for r in rows)
     assert got == [
         ("past_due", "t-3", "pause_dunning", "failed"),  # not in approval_actions here, and never run directly
@@ -122,7 +109,7 @@ async def test_churn_alerts_only_above_fifteen_percent(make_agents):
     (fired,) = await check_once(kernel)
     assert (fired.kind, fired.data["churn"]) == ("churn", 15.84)
     assert await check_once(kernel) == []  # once per day and level
-    (row,) = await _settle(kernel, 1)
+    (row,) = await settle(AGENT, kernel, 1)
     assert (row["action"], row["outcome"]) == ("notify", "executed")
 
 
@@ -227,22 +214,12 @@ async def _proposed(make_agents, env) -> tuple[Any, dict[str, Any]]:
     return harness, row
 
 
-async def _settled(harness: Any, row: dict[str, Any]) -> dict[str, Any]:
-    await harness.kernel.workflows().wait(f"approval.{row['approval_id']}")
-
-    async def done() -> bool:
-        return any(r["id"] == row["id"] and r["outcome"] != "awaiting_approval" for r in await _rows(harness.kernel))
-
-    await wait_until(done, timeout=10)
-    return next(r for r in await _rows(harness.kernel) if r["id"] == row["id"])
-
-
 async def test_a_key_account_pause_runs_only_once_approved(make_agents, approvals_env):
     harness, row = await _proposed(make_agents, approvals_env)
     await asyncio.sleep(0.2)
     assert await paused_until(harness.kernel, "t-key") is None  # waiting for a person
     await harness.kernel.decide_approval(row["approval_id"], approve=True, actor=MANAGER)
-    stored = await _settled(harness, row)
+    stored = await approval_settled(AGENT, harness, row)
     assert stored["outcome"] == "approved" and stored["outcome_detail"]["result"]["tenant_id"] == "t-key"
     assert await paused_until(harness.kernel, "t-key") is not None and await paused_until(harness.kernel, "t-other") is None
 
@@ -250,12 +227,12 @@ async def test_a_key_account_pause_runs_only_once_approved(make_agents, approval
 async def test_a_rejected_pause_never_runs(make_agents, approvals_env):
     harness, row = await _proposed(make_agents, approvals_env)
     await harness.kernel.decide_approval(row["approval_id"], approve=False, actor=MANAGER, reason="they paid by bank transfer")
-    assert (await _settled(harness, row))["outcome"] == "rejected"
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "rejected"
     assert await paused_until(harness.kernel, "t-key") is None
 
 
 async def test_an_expired_pause_never_runs(make_agents, approvals_env):
     harness, row = await _proposed(make_agents, approvals_env)
     await approvals_env.sleep(24 * 3600 + 1)
-    assert (await _settled(harness, row))["outcome"] == "expired"
+    assert (await approval_settled(AGENT, harness, row))["outcome"] == "expired"
     assert await paused_until(harness.kernel, "t-key") is None
