@@ -6,7 +6,7 @@ Everything a plugin needs is importable from here; modules starting with ``_`` a
 from ._acting import acting_actor, acting_as
 from ._app import Runtime, create_app
 from ._cli import pass_kernel
-from ._errors import BotCriptoFyError, ConfigError, PluginError, ProblemError, ServiceUnavailable
+from ._errors import BotCriptoFyError, ConfigError, PluginError, ProblemError, RoundErrors, ServiceUnavailable
 from ._events import ConfigApplied, Envelope, Event, EventBus, EventHandler, NotificationRequested, Outbox, event_class
 from ._fleet import ConfigStore, SharedVersion
 from ._http import Route, add_response_headers, cached_actor, current_actor, kernel_of, read_body, require, response_status
@@ -102,6 +102,7 @@ __all__ = [
     "RateLimitDecision",
     "RateLimiter",
     "Recipient",
+    "RoundErrors",
     "Route",
     "Runtime",
     "Schedule",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -101,3 +102,32 @@ class ServiceUnavailable(ProblemError):
         )
         self.retry_after = seconds
         self.dependency = dependency
+
+
+class RoundErrors:
+    """How a plugin's background loop (a relay, a dispatcher, a poller) reports its failed rounds.
+
+    A :class:`ServiceUnavailable` (the database or Redis is down, a pool is exhausted) is expected and
+    said in one WARNING line; another error is logged with its traceback. Either is said once while it
+    repeats (then at DEBUG), and again after a round succeeds (:meth:`succeeded`).
+    """
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.last: str | None = None
+
+    def failed(self, error: BaseException) -> None:
+        """Report ``error`` (call from the loop's ``except Exception``)."""
+        described = f"{type(error).__name__}: {error}"
+        if described == self.last:
+            self.log.debug("%s failed again: %s", self.what, described)
+        elif isinstance(error, ServiceUnavailable):
+            self.log.warning("%s paused: %s", self.what, error.detail)
+        else:
+            self.log.error("%s failed", self.what, exc_info=error)
+        self.last = described
+
+    def succeeded(self) -> None:
+        """A round went through: the next failure is reported in full again."""
+        self.last = None

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from botcriptofy import Delivery, DeliveryRefused, Kernel, Notification, Recipient
+from botcriptofy import Delivery, DeliveryRefused, Kernel, Notification, Recipient, RoundErrors
 
 from ._models import DEAD, DIGESTED, FAILED, FOLDED, QUEUED, SENT, deliveries, leases, utcnow
 from ._state import channels_of, settings_of, state_of
@@ -71,6 +71,7 @@ class Dispatcher:
         self.leader = False
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._errors = RoundErrors(log, "notifications dispatcher")
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -96,14 +97,14 @@ class Dispatcher:
             settings = settings_of(kernel)
             try:
                 self.leader = await take_lease(kernel, LEASE, self.worker, settings.lease_ttl)
-                if self.leader:
-                    busy = await self.round(kernel)
-                    if busy:
-                        continue
+                busy = await self.round(kernel) if self.leader else False
+                self._errors.succeeded()
+                if busy:
+                    continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("notifications dispatcher round failed")
+            except Exception as error:
+                self._errors.failed(error)
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives
             # with a wake-up (an event handler waking the loop as the plugin stops), and the stop hangs.
             with contextlib.suppress(TimeoutError):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 
-from botcriptofy import ServiceUnavailable
+from botcriptofy import RoundErrors
 
 from ._outbox import DELIVERED, FAILED, PENDING, deliveries, envelope_from_row, events, utcnow
 from ._unavailable import stats_for
@@ -61,7 +61,7 @@ class Relay:
         self._stopping = False
         self._last_cleanup: float | None = None
         self._last_count: float | None = None
-        self._last_error: str | None = None
+        self._errors = RoundErrors(log, f"outbox relay (retrying every {settings.relay_poll_interval:.1f} s)")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -99,27 +99,15 @@ class Relay:
                 await self._cleanup_now_and_then()
                 await self._count_now_and_then()
             except Exception as error:
-                self._report(error)
+                self._errors.failed(error)
                 handled = 0
             else:
-                self._last_error = None
+                self._errors.succeeded()
             if handled >= self.settings.relay_batch_size or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.relay_poll_interval):
                     await self._wakeup.wait()
-
-    def _report(self, error: Exception) -> None:
-        """Log a failed round: with its traceback the first time, in one line while the same error repeats."""
-        described = f"{type(error).__name__}: {error}"
-        if isinstance(error, ServiceUnavailable):  # the database is down or busy: expected, and said in one line
-            if described != self._last_error:
-                log.warning("outbox relay paused: %s; retrying every %.1f s", error.detail, self.settings.relay_poll_interval)
-        elif described != self._last_error:
-            log.exception("outbox relay round failed; retrying every %.1f s", self.settings.relay_poll_interval)
-        else:
-            log.debug("outbox relay round failed again: %s", described)
-        self._last_error = described
 
     # -- one round ----------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from aiogram.types import (
     Message,
 )
 
-from botcriptofy import Actor, ApprovalRequest, Event, Kernel, NotificationAction, ProblemError, Recipient
+from botcriptofy import Actor, ApprovalRequest, Event, Kernel, NotificationAction, ProblemError, Recipient, RoundErrors
 
 from . import _store as store
 from ._state import settings_of, state_of
@@ -423,6 +423,7 @@ async def poll_loop(kernel: Kernel) -> None:
     state = state_of(kernel)
     bot = state.bot
     assert bot is not None
+    errors = RoundErrors(log, "Telegram polling")
     while True:
         current = kernel.current()
         settings = settings_of(current)
@@ -438,6 +439,7 @@ async def poll_loop(kernel: Kernel) -> None:
                 await feed(current, update)
                 offset = update.update_id + 1
                 await store.store_offset(current, POLLER, state.worker, offset)
+            errors.succeeded()
         except asyncio.CancelledError:
             raise
         except TelegramConflictError:
@@ -446,8 +448,8 @@ async def poll_loop(kernel: Kernel) -> None:
         except TelegramNetworkError as error:
             log.warning("Telegram unreachable: %s", error)
             await asyncio.sleep(1.0)
-        except Exception:
-            log.exception("Telegram polling round failed")
+        except Exception as error:
+            errors.failed(error)
             await asyncio.sleep(1.0)
 
 

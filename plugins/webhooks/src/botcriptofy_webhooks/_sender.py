@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 from standardwebhooks.webhooks import Webhook
 
-from botcriptofy import Envelope, Kernel, Notification, StashKey
+from botcriptofy import Envelope, Kernel, Notification, RoundErrors, StashKey
 
 from ._guard import TargetRefused, resolve
 from ._models import attempts, endpoints, utcnow
@@ -90,6 +90,7 @@ class Sender:
         self.kernel = kernel
         self.task: asyncio.Task[None] | None = None
         self.wakeup = asyncio.Event()
+        self.errors = RoundErrors(log, "webhooks sender")
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="botcriptofy-webhooks-sender")
@@ -105,10 +106,11 @@ class Sender:
             kernel = self.kernel.current()
             try:
                 await self.round(kernel)
+                self.errors.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("webhooks sender round failed")
+            except Exception as error:
+                self.errors.failed(error)
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for may swallow a stop (Python 3.11)
                 async with asyncio.timeout(settings_of(kernel).poll_interval):
                     await self.wakeup.wait()

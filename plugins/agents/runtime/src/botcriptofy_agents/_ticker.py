@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botcriptofy import RoundErrors
+
 log = logging.getLogger("botcriptofy.agents")
 
 
@@ -33,6 +35,10 @@ class Ticker:
     stopping: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    errors: RoundErrors = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.errors = RoundErrors(log, f"{self.name}: tick")
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
@@ -54,8 +60,10 @@ class Ticker:
             result = self.tick(self.kernel.current())
             if inspect.isawaitable(result):
                 await result
-        except Exception:
-            log.exception("%s: tick failed", self.name)
+        except Exception as error:
+            self.errors.failed(error)
+        else:
+            self.errors.succeeded()
 
     async def stop(self) -> None:
         self.stopping = True
