@@ -209,6 +209,25 @@ def client_error(error: ProblemError) -> ApplicationError:
     return ApplicationError(f"{error.title}: {error.detail}", type="ClientError", non_retryable=True)
 
 
+# How long an activity waits for the first generation to finish starting its plugins.
+STARTING_WAIT = 30.0
+
+
+async def serving(kernel: Any) -> Any:
+    """The generation serving requests. While the first one is still starting its plugins, wait for it.
+
+    The engine's worker starts with the workflows plugin, and a schedule can fire before the plugins
+    started after it (auth, for the service principal) have run their ``startup``. The kernel
+    assembles a generation's app only once all of them have; until then ``app`` is None.
+    """
+    current = kernel.current()
+    async with asyncio.timeout(STARTING_WAIT):
+        while current.app is None:
+            await asyncio.sleep(0.05)
+            current = kernel.current()
+    return current
+
+
 def plugin_activity(engine: Engine) -> Callable[..., Any]:
     """The dynamic activity of one engine: schedule handlers, approval actions and plugins' activities.
 
@@ -220,6 +239,7 @@ def plugin_activity(engine: Engine) -> Callable[..., Any]:
     async def run(args: Sequence[RawValue]) -> Any:
         name = activity.info().activity_type
         data = _decode(args, activity.payload_converter())
+        kernel = await serving(engine.kernel)
         try:
             if name.startswith(SCHEDULE_PREFIX):
                 owner, schedule = engine.registry.schedule(name.removeprefix(SCHEDULE_PREFIX))
@@ -230,14 +250,14 @@ def plugin_activity(engine: Engine) -> Callable[..., Any]:
                     started_at=datetime.now(UTC),
                     payload=data.get("payload") or dict(schedule.payload),
                 )
-                with acting_as(await engine.kernel.current().service_actor(owner)):
+                with acting_as(await kernel.service_actor(owner)):
                     return await schedule.handler(run_info)
             if name.startswith(ACTION_PREFIX):
                 owner, action = engine.registry.action(name.removeprefix(ACTION_PREFIX))
-                with acting_as(await engine.kernel.current().service_actor(owner)):
+                with acting_as(await kernel.service_actor(owner)):
                     return await action.execute(approval_from_data(data))
             owner, declared = engine.registry.activity(name)
-            with acting_as(await engine.kernel.current().service_actor(owner)):
+            with acting_as(await kernel.service_actor(owner)):
                 return await declared.execute(data)
         except ProblemError as error:
             if error.status < 500:
