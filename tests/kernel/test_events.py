@@ -56,3 +56,35 @@ def test_event_types_must_be_unique():
 
         class Clash(Event):
             event_type = "test.order_placed"
+
+
+async def test_notify_publishes_what_the_typed_event_would(kernel_harness):
+    """kernel.notify() skips building NotificationRequested: the envelope must still be that model's JSON dump."""
+    from botcriptofy import Notification, NotificationAction, NotificationRequested
+
+    routed: list[Envelope] = []
+
+    class Router:
+        @hookimpl
+        def register_event_handlers(self, kernel):
+            return [EventHandler("router.route", routed.append, events=(NotificationRequested,))]
+
+    harness = await kernel_harness(plugins={"router": Router()})
+    notification = Notification(
+        recipient="department:finance:manager",
+        subject="Payment failed",
+        body="Invoice 42",
+        category="billing.payment_failed",
+        severity="warning",
+        template="billing.payment_failed",
+        params={"invoice": "42", "amount_minor": 2900},
+        dedup_key="invoice:42",
+        actions=(NotificationAction(label="Open", url="https://example.com/i/42"),),
+        tenant_id="tenant-1",
+    )
+    await harness.kernel.notify(notification)
+    [envelope] = routed
+    assert envelope.type == NotificationRequested.event_type and envelope.tenant_id == "tenant-1"
+    assert envelope.payload == NotificationRequested(notification=notification.to_dict()).model_dump(mode="json")
+    assert envelope.event == NotificationRequested(notification=notification.to_dict())
+    assert envelope.idempotency_key == envelope.id

@@ -96,11 +96,26 @@ class Envelope:
     ) -> Envelope:
         if not event.event_type:
             raise TypeError(f"{type(event).__name__} has no event_type; set the class attribute event_type")
+        return cls.of(
+            event.event_type, event.model_dump(mode="json"), idempotency_key=idempotency_key, tenant_id=tenant_id, metadata=metadata
+        )
+
+    @classmethod
+    def of(
+        cls,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        tenant_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Envelope:
+        """A new envelope of ``payload`` (already JSON data, as ``event_type``'s model would dump it)."""
         event_id = str(uuid.uuid4())
         return cls(
             id=event_id,
-            type=event.event_type,
-            payload=event.model_dump(mode="json"),
+            type=event_type,
+            payload=payload,
             idempotency_key=idempotency_key or event_id,
             occurred_at=datetime.now(UTC),
             tenant_id=tenant_id,
@@ -162,6 +177,23 @@ class EventBus:
         own. Without an outbox it is delivered in process right away.
         """
         envelope = Envelope.wrap(event, idempotency_key=idempotency_key, tenant_id=tenant_id, metadata=self._metadata(event.event_type))
+        await self.send(envelope, session=session)
+        return envelope
+
+    async def publish_payload(
+        self, event_type: str, payload: dict[str, Any], *, session: Any | None = None, tenant_id: str | None = None
+    ) -> Envelope:
+        """Publish ``payload`` as ``event_type`` without building its model (the caller vouches it is that model's JSON dump).
+
+        For the kernel's own hot paths (``kernel.notify``): the same envelope as :meth:`publish` would
+        make, minus a validation and a dump of data that is already JSON.
+        """
+        envelope = Envelope.of(event_type, payload, tenant_id=tenant_id, metadata=self._metadata(event_type))
+        await self.send(envelope, session=session)
+        return envelope
+
+    async def send(self, envelope: Envelope, *, session: Any | None = None) -> None:
+        """Store ``envelope`` in the outbox (in ``session``'s transaction), or deliver it now when there is none."""
         outbox = self._kernel.outbox()
         if outbox is not None:
             await outbox.add([envelope], session=session)
@@ -169,7 +201,6 @@ class EventBus:
             if session is not None:
                 raise RuntimeError("an event was published in a transaction but no plugin provides an outbox; enable the storage plugin")
             await self.deliver(envelope)
-        return envelope
 
     def _metadata(self, event_type: str) -> dict[str, str]:
         """What the plugins' ``event_metadata`` hooks add to an event being published."""

@@ -276,8 +276,9 @@ class Kernel:
         if not any(NotificationRequested.event_type in handler.types for handler in self.events.handlers):
             await self.broadcast("send_notification", kernel=self, notification=notification)
             return
-        event = NotificationRequested(notification=notification.to_dict())
-        await self.events.publish(event, session=session, tenant_id=notification.tenant_id)
+        # to_dict() is NotificationRequested's JSON dump already: no model to build and dump again on a write's path.
+        payload = {"notification": notification.to_dict()}
+        await self.events.publish_payload(NotificationRequested.event_type, payload, session=session, tenant_id=notification.tenant_id)
 
     async def resolve_recipients(self, address: str) -> list[Recipient]:
         """Return the active people behind ``address`` (``user:``, ``department:``, ``tenant:``); none when unknown."""

@@ -104,6 +104,10 @@ def pg_text(value: str) -> str:
     delimiter is lengthened until its first occurrence in ``value + delimiter`` is the closing one.
     A NUL character, which no PostgreSQL text holds, is refused (ValueError).
     """
+    if "$" not in value:  # the usual case: no delimiter can occur in it
+        if "\x00" in value:
+            raise ValueError("PostgreSQL text cannot hold a NUL character")
+        return f"$o${value}$o$"
     if "\x00" in value:
         raise ValueError("PostgreSQL text cannot hold a NUL character")
     tag = "o"
