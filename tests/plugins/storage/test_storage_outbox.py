@@ -348,3 +348,56 @@ async def test_the_backlog_counts_events_not_fanned_out_and_deliveries_waiting(s
     assert await relay.run_once() == 4
     assert await relay.count_backlog() == 0
     assert metrics.get_sample_value("botcriptofy_outbox_backlog") == 0
+
+
+async def test_a_burst_of_commits_costs_the_relay_fewer_write_transactions_than_events(storage_kernel):
+    """Woken by a commit, the relay waits relay_batch_delay and takes the burst in one round; each round's outcomes
+    are written with the next round's claim. One event at a time used to cost two write transactions per event
+    (claim, then record), each waiting for SQLite's one writer alongside the requests."""
+    sample = SamplePlugin()
+    harness = await storage_kernel(sample=sample, relay_poll_interval=30, relay_batch_delay=0.1)
+    relay = _state(harness).relay
+    await asyncio.sleep(0.1)  # the relay is asleep: only commits wake it
+    database = relay.database
+    batch = database.write_batch
+    writes = 0
+
+    async def counting(work):
+        nonlocal writes
+        writes += 1
+        return await batch(work)
+
+    database.write_batch = counting
+    try:
+        for n in range(20):  # twenty requests' commits, one right after the other
+            await harness.kernel.events.publish(NoteWritten(note_id=n, body="burst"), idempotency_key=f"burst:{n}")
+        rows = await _settled(harness, 40)
+    finally:
+        database.write_batch = batch
+    assert writes >= 1  # the relay's transactions are the ones counted
+    assert {row["status"] for row in rows.values()} == {"delivered"}
+    assert sorted(e.idempotency_key for e in sample.seen) == sorted(f"burst:{n}" for n in range(20))
+    assert writes <= 4, f"{writes} write transactions for 20 events"
+
+
+async def test_the_last_rounds_outcomes_are_written_when_the_relay_stops(storage_kernel):
+    sample = SamplePlugin()
+    harness = await storage_kernel(sample=sample, relay_poll_interval=30, relay_batch_delay=0)
+    relay = _state(harness).relay
+    recorded = asyncio.Event()
+    original = relay._round
+
+    async def round_then_park(done):
+        result = await original(done)
+        if result[1]:
+            recorded.set()
+            relay._stopping = True  # stop before the next round would write these outcomes with its claim
+        return result
+
+    relay._round = round_then_park
+    await harness.kernel.events.publish(NoteWritten(note_id=1, body="last"))
+    await asyncio.wait_for(recorded.wait(), 10)
+    await relay.stop()
+    rows = await _delivery_rows(harness)
+    assert {row["status"] for row in rows.values()} == {"delivered"} and len(rows) == 2
+    assert all(row["locked_by"] is None for row in rows.values())

@@ -8,18 +8,20 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ._engine import SQLITE_BEGIN
+from ._engine import SQLITE_BEGIN, SqliteWriter
 from ._rls import apply_row_level_security
 from ._tenancy import INFO_KEY, INFO_ROLE, INFO_SYSTEM, INFO_TENANT, TenantSession
 from ._timeseries import ensure_time_series
 from ._unavailable import UnavailableStats, reason_of, unavailable
 
 BeforeSession = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 class Database:
@@ -38,8 +40,10 @@ class Database:
         stats: UnavailableStats | None = None,
         retry_after: float = 2.0,
         tenant_key: bytes | None = None,
+        writer: SqliteWriter | None = None,
     ) -> None:
         self.engine = engine
+        self._writer = writer
         # System-wide sessions (platform jobs, the outbox relay) on a connection of their own: on PostgreSQL a role that
         # bypasses row-level security, which no tenant session can become.
         self.system_engine = system_engine
@@ -185,7 +189,31 @@ class Database:
             )
             return bool(found.scalar())
 
+    async def write_batch(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)`` (a synchronous SQLAlchemy Core connection) in a system write transaction; return its result.
+
+        For background writers of several statements (the outbox relay). On a SQLite file the
+        statements run back to back (:class:`~._engine.SqliteWriter`): SQLite's one write lock is held
+        for the statements alone, not also for the requests the event loop serves between two of them.
+        Elsewhere ``work`` runs in ``session(system=True, write_lock=True)``. Errors map to 503s as
+        ``session`` maps them.
+        """
+        if self._writer is None:
+            async with self.session(system=True, write_lock=True) as session:
+                return await session.run_sync(lambda sync: work(sync.connection()))
+        try:
+            return await self._writer.run(work)
+        except Exception as error:
+            reason = reason_of(error)
+            if reason is None:
+                raise
+            self.stats.count(reason)
+            raise unavailable(reason, self.retry_after) from error
+
     async def dispose(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.dispose)
         await self.engine.dispose()
         if self.system_engine is not None:
             await self.system_engine.dispose()
+

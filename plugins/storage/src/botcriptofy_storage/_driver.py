@@ -20,6 +20,7 @@ transaction reads its own outbox rows and savepoints treat them as they would an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -29,19 +30,83 @@ from typing import Any
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
 
+# Statements that take no write lock; anything else (INSERT, UPDATE, DELETE, DDL, BEGIN IMMEDIATE...) may.
+_READS = ("SELECT", "BEGIN DEFERRED", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "EXPLAIN", "VALUES")
+
+
+# The functions aiosqlite runs on its thread that execute SQL (their first argument); others (cursor(), commit(),
+# create_function()...) take no lock of their own.
+_RUNS_SQL = frozenset({"execute", "executemany", "executescript", "_execute_insert", "_execute_fetchall", "_write_and_commit"})
+
+
+def _may_write(fn: Any, args: tuple[Any, ...]) -> bool:
+    if getattr(fn, "__name__", "") not in _RUNS_SQL or not args or not isinstance(args[0], str):
+        return False
+    head = args[0].lstrip()[:16].upper()
+    return not (head.startswith(_READS) or head.rstrip(";") == "BEGIN")
+
+
+class WriterGate:
+    """The process's queue for SQLite's one writer: its connections take turns here instead of in SQLite's busy handler.
+
+    Two connections of one process that write at once otherwise meet in SQLite's busy handler, which
+    sleeps 1, 2, 5, 10... ms between attempts: a request that writes while the outbox relay records its
+    round waited several milliseconds for a lock held for one. A connection takes the gate before the
+    first statement that may write and gives it back when its transaction ends, the span SQLite holds
+    its write lock, so whoever gets the gate finds the lock free (unless another process holds it: the
+    busy handler still arbitrates between processes). Waiting longer than the busy timeout raises
+    "database is locked", as SQLite would.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = asyncio.Lock()
+        self.holder: object | None = None
+
+    async def enter(self, connection: object) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked") from None
+        self.holder = connection
+
+    def leave(self, connection: object) -> None:
+        if self.holder is connection:
+            self.holder = None
+            self._lock.release()
+
 
 class SqliteConnection(aiosqlite.Connection):
-    """An aiosqlite connection that writes held outbox rows in the same thread call as COMMIT.
+    """An aiosqlite connection that writes held outbox rows in the same thread call as COMMIT, and queues its writes at a gate.
 
     The combined call goes through the base class's own queue to its thread (``_execute``, what
     every aiosqlite method uses; aiosqlite is pinned in requirements/constraints.txt and
-    tests/plugins/storage/test_storage_outbox_commit.py exercises the path on every run).
+    tests/plugins/storage/test_storage_outbox_commit.py exercises the path on every run). The same
+    funnel takes the process's :class:`WriterGate` before a statement that may write.
     """
 
-    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int = 64) -> None:
+    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int = 64, gate: WriterGate | None = None) -> None:
         super().__init__(connector, iter_chunk_size)
         self.outbox_sql = ""
         self.outbox_rows: list[Sequence[Any]] = []
+        self.gate = gate
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        gate = self.gate
+        if gate is None:
+            return await super()._execute(fn, *args, **kwargs)
+        if gate.holder is not self and _may_write(fn, args):
+            await gate.enter(self)
+        try:
+            return await super()._execute(fn, *args, **kwargs)
+        finally:
+            if gate.holder is self and not self._in_transaction():
+                gate.leave(self)  # committed, rolled back, or a write outside a transaction finished
+
+    def _in_transaction(self) -> bool:
+        connection = self._connection
+        return connection is not None and connection.in_transaction
 
     def hold_outbox(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
         """Hold ``rows`` (parameters of ``sql``) until the next statement or COMMIT; False when no transaction is open."""
@@ -85,14 +150,21 @@ class SqliteConnection(aiosqlite.Connection):
 
     async def close(self) -> None:
         self.outbox_rows = []
-        await super().close()
+        try:
+            await super().close()
+        finally:
+            if self.gate is not None:
+                self.gate.leave(self)
 
 
-def sqlite_connector(args: Sequence[Any], kwargs: dict[str, Any]) -> Callable[[], SqliteConnection]:
-    """The ``async_creator`` of a SQLite engine: ``sqlite3.connect(*args, **kwargs)`` on a :class:`SqliteConnection`'s thread."""
+def sqlite_connector(args: Sequence[Any], kwargs: dict[str, Any], gate: WriterGate | None = None) -> Callable[[], SqliteConnection]:
+    """The ``async_creator`` of a SQLite engine: ``sqlite3.connect(*args, **kwargs)`` on a :class:`SqliteConnection`'s thread.
+
+    The engine's connections share ``gate`` (see :class:`WriterGate`).
+    """
 
     def create() -> SqliteConnection:
-        return SqliteConnection(partial(sqlite3.connect, *args, **kwargs))
+        return SqliteConnection(partial(sqlite3.connect, *args, **kwargs), gate=gate)
 
     return create
 

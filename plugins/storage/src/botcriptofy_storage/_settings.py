@@ -84,6 +84,13 @@ class StorageSettings(PluginSettings):
         default=1.0, gt=0, le=3600, description="Seconds between outbox polls when no commit wakes the relay (live)."
     )
     relay_batch_size: int = Field(default=100, ge=1, le=10_000, description="Deliveries claimed per relay round (live).")
+    relay_batch_delay: float = Field(
+        default=0.02,
+        ge=0,
+        le=5,
+        description="Seconds the relay waits after a commit wakes it, so that one round takes the events of the commits "
+        "that follow (fewer write transactions under load; 0: a round per wake-up) (live).",
+    )
     relay_lease: float = Field(
         default=60.0, gt=0, description="Seconds a claimed delivery stays reserved for the worker that claimed it (live)."
     )
@@ -112,6 +119,7 @@ LIVE_KEYS = frozenset(
         "relay_enabled",
         "relay_poll_interval",
         "relay_batch_size",
+        "relay_batch_delay",
         "relay_lease",
         "retry_base_delay",
         "retry_max_delay",

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from botcriptofy import StashKey
 
 from ._database import Database
-from ._engine import create_engine
+from ._engine import create_engine, sqlite_writer
 from ._migrate import Revisions, collect, current_all, upgrade_all
 from ._outbox import Outbox
 from ._relay import Relay
@@ -203,6 +203,7 @@ async def start(kernel: Kernel) -> StorageState:
         stats=stats_for(kernel.runtime),
         retry_after=settings.retry_after,
         tenant_key=tenant_key(settings),
+        writer=sqlite_writer(engine, settings),
     )
     relay = Relay(database, kernel, settings)
     state = StorageState(settings, database, relay, Outbox(database, relay.wake))
