@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 MODEL_NAME = "smollm2:135m"
+# Ollama applies a repeat penalty of 1.1 unless a request's options say otherwise (llama-cpp-python's default is 1.0).
+OLLAMA_REPEAT_PENALTY = 1.1
 VERSION = "0.6.3"
 
 
@@ -214,6 +216,10 @@ class LocalOllama(_Base):
                 temperature=float(options.get("temperature", 0.0)),
                 max_tokens=int(options.get("num_predict", -1)) if int(options.get("num_predict", -1)) > 0 else None,
                 seed=options.get("seed"),
+                # Ollama's sampling defaults where llama-cpp-python's differ (repeat_last_n is the model's 64 already).
+                repeat_penalty=float(options.get("repeat_penalty", OLLAMA_REPEAT_PENALTY)),
+                top_k=int(options.get("top_k", 40)),
+                top_p=float(options.get("top_p", 0.9)),
             )
         usage = result.get("usage") or {}
         content = result["choices"][0]["message"]["content"] or ""
@@ -260,3 +266,27 @@ string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )
 number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9]{1,15})? ws
 ws     ::= | " " | "\n" [ \t]{0,20}
 """
+
+
+def main() -> None:
+    """Serve SmolLM2-135M in a process of its own, as Ollama runs beside the service: print the URL, serve until stdin closes.
+
+    ``python tests/plugins/agents/ollama_server.py [--threads N]``. The benches measuring the request
+    path run the model here, so its generation does not share the service's interpreter (its GIL).
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0] if main.__doc__ else None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    server = LocalOllama(n_threads=args.threads)
+    print(server.start(), flush=True)
+    try:
+        sys.stdin.read()  # the parent closes our stdin (or exits) to stop us
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

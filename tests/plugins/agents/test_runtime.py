@@ -135,7 +135,7 @@ async def test_decisions_are_recorded_and_scoped_by_department(make_agents, data
     assert listed.status_code == 200, listed.text
     body = listed.json()
     assert [d["agent"] for d in body] == ["agent_security"]
-    assert body[0]["fallback_reason"] == "invalid_json" and body[0]["context_digest"] and body[0]["prompt_version"] == "2"
+    assert body[0]["fallback_reason"] == "invalid_json" and body[0]["context_digest"] and body[0]["prompt_version"] == "2/l2"
     other = await harness.client.get("/v1/agents/decisions", params={"agent": "agent_configuration"}, headers=headers)
     assert other.status_code == 403
     unknown = await harness.client.get("/v1/agents/decisions", params={"agent": "nope"}, headers=headers)
@@ -207,3 +207,21 @@ async def test_an_agents_periodic_job_ticks_in_the_worker_without_a_workflow_eng
     stopped = len(calls)
     await asyncio.sleep(0.2)
     assert len(calls) == stopped
+
+
+def test_the_prompt_is_key_value_lines_and_shows_only_the_context_an_agent_names_for_the_trigger():
+    from botcriptofy_agent_finance import AGENT as FINANCE
+    from botcriptofy_agent_finance import FinanceSettings
+    from botcriptofy_agents._engine import messages
+
+    trigger = Trigger("payment_failures", "platform", {"failed": 10, "succeeded": 9, "rate": 52.63, "note": "two words"})
+    context = {"payments_failed_24h": 3, "payments_succeeded_24h": 120, "mrr_cents": 1450000, "pending_approvals": 0, "flag": None}
+    system, user = messages(FINANCE, FinanceSettings(), trigger, context)
+    assert system["role"] == "system" and "Finance agent" in system["content"]
+    assert user["content"] == (
+        'trigger payment_failures: failed=10 succeeded=9 rate=52.63 note="two words"\n'
+        "context: payments_failed_24h=3 payments_succeeded_24h=120 pending_approvals=0"
+    )
+    # An agent that names nothing for a kind shows its whole context; odd values are JSON.
+    _, user = messages(SECURITY, SecuritySettings(), Trigger("failed_logins", "u-1", {"scope": "account"}), {"seen": [1, 2], "x": None})
+    assert user["content"] == "trigger failed_logins: scope=account\ncontext: seen=[1,2] x=null"

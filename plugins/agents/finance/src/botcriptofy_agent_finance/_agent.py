@@ -158,7 +158,13 @@ AGENT = Agent(
         "pause_dunning": ActionSpec("pause_dunning", propose=_propose_pause),
     },
     instructions=INSTRUCTIONS,
-    prompt_version="1",
+    prompt_version="2",
+    # What the model reads for each trigger (all nine figures made finance's prompt the longest: p95 over 1.5 s).
+    prompt_context={
+        "payment_failures": ("payments_failed_24h", "payments_succeeded_24h", "pending_approvals"),
+        "revenue": ("revenue_7d_cents", "revenue_prev_7d_cents", "mrr_cents", "pending_approvals"),
+        "refund": ("refunds_24h", "refunds_cents_24h", "pending_approvals"),
+    },
     periodic=(Periodic("check", _check, "check_interval", "Check payment failures and revenue against the week before."),),
     description="Payment failures over 24 hours, revenue drops week over week, refunds; dunning pauses through approvals.",
 )

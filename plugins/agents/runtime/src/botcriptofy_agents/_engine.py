@@ -46,16 +46,43 @@ def _system(department: str, instructions: str, actions: tuple[str, ...]) -> str
     )
 
 
+# The user message's layout; recorded with each decision next to the agent's own prompt version ("<agent>/<layout>").
+PROMPT_LAYOUT = "l2"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str) and value and not any(c in value for c in " =\n\"") and value == value.strip():
+        return value
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _pairs(values: Mapping[str, Any]) -> str:
+    return " ".join(f"{key}={_value(value)}" for key, value in values.items())
+
+
+def prompt_version(agent: Agent) -> str:
+    """What a decision record keeps as its prompt version: the agent's instructions and the runtime's layout."""
+    return f"{agent.prompt_version}/{PROMPT_LAYOUT}"
+
+
 def messages(agent: Agent, settings: AgentSettings, trigger: Trigger, context: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The prompt: a short system message (department, instructions, allowed actions), then the trigger and context as compact JSON.
+    """The prompt: a short system message (department, instructions, allowed actions), then the trigger and context.
 
     The system message is the same for every decision of an agent under one policy, so a server that
-    reuses the prompt's cached prefix (Ollama does) evaluates only the user message.
+    reuses the prompt's cached prefix (Ollama does) evaluates only the user message. That message is
+    two lines of ``key=value`` pairs (``trigger <kind>: ...`` and ``context: ...``; a value that is not
+    a plain word or number is JSON): about 30 % fewer tokens than the same data as JSON, and every
+    prompt token is evaluated on the model's side before the first answer token.
     """
     system = _system(agent.department, agent.instructions, tuple(settings.allowed_actions))
-    user = json.dumps(
-        {"trigger": {"kind": trigger.kind, "data": dict(trigger.data)}, "context": dict(context)}, default=str, separators=(",", ":")
-    )
+    shown = agent.prompt_context.get(trigger.kind)
+    if shown is not None:
+        context = {key: context[key] for key in shown if key in context}
+    user = f"trigger {_value(trigger.kind)}: {_pairs(trigger.data)}\ncontext: {_pairs(context)}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from botcriptofy import Actor, DataSubject, Notification, ProblemError, Schedule, ScheduledRun, StashKey, acting_as
 
 from . import _store
-from ._engine import Outcome, decide, digest
+from ._engine import Outcome, decide, digest, prompt_version
 from ._metrics import AgentMetrics
 from ._models import utcnow
 from ._providers import OllamaProvider
@@ -341,7 +341,7 @@ def _row(
         "context_digest": digest(context),
         "provider": outcome.provider,
         "model": outcome.model,
-        "prompt_version": agent.prompt_version,
+        "prompt_version": prompt_version(agent),
         "raw_output": outcome.raw,
         "decision": outcome.decision.model_dump(mode="json"),
         "action": outcome.decision.action,

@@ -254,6 +254,9 @@ class Agent:
     ``ask_parameters``: whether the model is asked for ``parameters`` too (off by default: no shipped
     action reads them, and a small model spends some twenty tokens on them in every answer).
     ``periodic``: the agent's own checks on a clock (:class:`Periodic`).
+    ``prompt_context``: per trigger kind, the context keys the model is shown (a kind not listed: every
+    key). Every prompt token costs the model time before it answers; the rules and the record's digest
+    always get the whole context.
     """
 
     name: str
@@ -267,6 +270,7 @@ class Agent:
     description: str = ""
     ask_parameters: bool = False
     periodic: tuple[Periodic, ...] = ()
+    prompt_context: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def schema(self) -> dict[str, Any]:
