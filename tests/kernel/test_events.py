@@ -88,3 +88,24 @@ async def test_notify_publishes_what_the_typed_event_would(kernel_harness):
     assert envelope.payload == NotificationRequested(notification=notification.to_dict()).model_dump(mode="json")
     assert envelope.event == NotificationRequested(notification=notification.to_dict())
     assert envelope.idempotency_key == envelope.id
+
+
+async def test_a_detached_handler_runs_after_publish_returns_and_an_inline_one_inside_it(kernel_harness):
+    inline: list[str] = []
+    later: list[str] = []
+
+    class Both:
+        @hookimpl
+        def register_event_handlers(self, kernel):
+            return [
+                EventHandler("both.inline", lambda e: inline.append(e.payload["order_id"]), events=(OrderPlaced,)),
+                EventHandler("both.later", lambda e: later.append(e.payload["order_id"]), events=(OrderPlaced,), detached=True),
+            ]
+
+    harness = await kernel_harness(plugins={"both": Both()})
+    for n in range(3):
+        await harness.kernel.events.publish(OrderPlaced(order_id=f"o-{n}", amount_minor=1))
+        assert inline[-1] == f"o-{n}"  # inside publish
+    assert later == []  # not on the publisher's time: the publisher never let the loop run
+    await harness.kernel.events.idle()
+    assert later == ["o-0", "o-1", "o-2"]  # in order, once the loop ran

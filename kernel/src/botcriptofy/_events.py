@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -131,12 +132,16 @@ class EventHandler:
     ``events`` holds event classes or type names; ``"*"`` matches every event. ``plugin`` is set by
     the kernel to the plugin that registered the handler: the handler runs as that plugin's service
     actor (``kernel.service_actor(plugin)``, readable with :func:`botcriptofy.acting_actor`).
+    ``detached``: with no outbox, the handler is called after the publisher's task lets the event loop
+    run (events published meanwhile are delivered together), not inside ``publish``: for work that
+    must stay off the request path (agents). With an outbox nothing changes: the relay calls it.
     """
 
     name: str
     handle: Callable[[Envelope], Awaitable[None] | None]
     events: tuple[type[Event] | str, ...] = ("*",)
     plugin: str | None = None
+    detached: bool = False
     types: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +166,10 @@ class EventBus:
     def __init__(self, kernel: Kernel, handlers: Iterable[EventHandler]) -> None:
         self._kernel = kernel
         self.handlers: tuple[EventHandler, ...] = tuple(handlers)
+        self._inline = frozenset(h.name for h in self.handlers if not h.detached)
+        self._detached = frozenset(h.name for h in self.handlers if h.detached)
+        self._later: list[Envelope] = []
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def publish(
         self,
@@ -200,7 +209,34 @@ class EventBus:
         else:
             if session is not None:
                 raise RuntimeError("an event was published in a transaction but no plugin provides an outbox; enable the storage plugin")
-            await self.deliver(envelope)
+            if not self._detached:
+                await self.deliver(envelope)
+                return
+            if self._inline:
+                await self.deliver(envelope, only=self._inline)
+            if not any(h.detached and h.matches(envelope.type) for h in self.handlers):
+                return
+            self._later.append(envelope)
+            if len(self._later) == 1:
+                asyncio.get_running_loop().call_soon(self._drain)
+
+    async def idle(self) -> None:
+        """Wait until the detached deliveries of events published so far have run (tests and benches)."""
+        while self._later or self._draining:
+            if self._draining:
+                await asyncio.gather(*self._draining, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)
+
+    def _drain(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver_later(), name="botcriptofy-detached-events")
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _deliver_later(self) -> None:
+        envelopes, self._later = self._later, []
+        for envelope in envelopes:
+            await self.deliver(envelope, only=self._detached)
 
     def _metadata(self, event_type: str) -> dict[str, str]:
         """What the plugins' ``event_metadata`` hooks add to an event being published."""

@@ -322,7 +322,7 @@ async def test_publishing_an_event_leaves_the_window_update_to_the_loop(kernel_h
     import botcriptofy_agent_security
     import botcriptofy_agents
 
-    # No storage plugin, so no outbox: the handler runs inside publish(), on the publisher's time.
+    # No storage plugin, so no outbox: the agent's handler is detached, called once the publisher lets the loop run.
     harness = await kernel_harness(
         plugins={"agents": botcriptofy_agents, "agent_security": botcriptofy_agent_security},
         settings={"agent_security": {"failed_login_threshold": 2}},

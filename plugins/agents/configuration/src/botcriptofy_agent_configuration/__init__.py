@@ -65,7 +65,7 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler]:
     def handle(envelope: Envelope) -> None:
         observe(kernel.current(), envelope)
 
-    return [EventHandler("agent_configuration.events", handle, events=("kernel.config_applied",))]
+    return [EventHandler("agent_configuration.events", handle, events=("kernel.config_applied",), detached=True)]
 
 
 @hookimpl

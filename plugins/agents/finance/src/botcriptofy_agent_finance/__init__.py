@@ -61,7 +61,7 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler]:
         observe(kernel.current(), envelope)
 
     events = ("billing.payment_failed", "billing.payment_succeeded", "billing.refunded")
-    return [EventHandler("agent_finance.events", handle, events=events)]
+    return [EventHandler("agent_finance.events", handle, events=events, detached=True)]
 
 
 @hookimpl

@@ -183,7 +183,8 @@ class Runner:
                 self.decided += 1
 
     async def idle(self) -> None:
-        """Wait until every queued trigger is decided (tests and benches)."""
+        """Wait until every queued trigger is decided (tests and benches), events still to be delivered included."""
+        await self.kernel.current().events.idle()
         while self._deferred or not self.queue.empty() or self.busy:  # noqa: ASYNC110 - a poll for tests and benches, never on a request path
             await asyncio.sleep(0.01)
 

@@ -63,7 +63,7 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler]:
         if runner is not None:
             runner.defer(observe, current, envelope, time.monotonic())
 
-    return [EventHandler("agent_security.events", handle, events=subscribed(kernel.settings_for(AGENT.name)))]
+    return [EventHandler("agent_security.events", handle, events=subscribed(kernel.settings_for(AGENT.name)), detached=True)]
 
 
 @hookimpl

@@ -62,7 +62,7 @@ def register_event_handlers(kernel: Kernel) -> list[EventHandler]:
 
     from ._agent import EVENTS
 
-    return [EventHandler("agent_subscriptions.events", handle, events=EVENTS)]
+    return [EventHandler("agent_subscriptions.events", handle, events=EVENTS, detached=True)]
 
 
 @hookimpl
