@@ -20,6 +20,12 @@ Run by hand (never by the tests)::
    record ``forbidden``). The ratios are printed per round, so their spread is visible. Then the same
    with the storage plugin on every kernel (unless ``--no-outbox``), as deployed: ``publish`` writes
    the outbox row in a transaction of its own and the relay delivers to the agent after the commit.
+   Back to back, the agent's work between two requests lands on the next one (the throughput it
+   costs); with ``--interval-ms`` (default 5) both shapes are measured again at one request per
+   interval, so each request is timed on its own path: the latency of the request that emitted the
+   event. The model server runs in a process of its own pinned to the last core, the bench on the
+   others, as Ollama runs beside the service (on a thread of the bench it took the interpreter's
+   lock between tokens, and the requests waited for it).
 
 Every figure is printed with the load average at that moment (the machine is shared).
 """
@@ -28,12 +34,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +180,13 @@ async def bench_decisions(
     return rows
 
 
-async def _latencies(client: httpx.AsyncClient, count: int, offset: int) -> list[float]:
+async def _latencies(client: httpx.AsyncClient, count: int, offset: int, interval: float = 0.0) -> list[float]:
+    """Latencies (ms) of ``count`` requests: back to back (``interval`` 0), or one every ``interval`` seconds (open loop)."""
     samples = []
+    begin = time.perf_counter()
     for i in range(count):
+        if interval:
+            await asyncio.sleep(max(0.0, begin + i * interval - time.perf_counter()))
         started = time.perf_counter()
         response = await client.get("/bench/login-failed", params={"n": offset + i})
         samples.append((time.perf_counter() - started) * 1e3)
@@ -182,9 +195,11 @@ async def _latencies(client: httpx.AsyncClient, count: int, offset: int) -> list
     return samples
 
 
-async def bench_request_path(work: Path, server: LocalOllama, requests: int, rounds: int, *, outbox: bool = False) -> dict[str, Any]:
+async def bench_request_path(
+    work: Path, model_url: str, requests: int, rounds: int, *, outbox: bool = False, interval: float = 0.0
+) -> dict[str, Any]:
     settings: dict[str, Any] = {
-        "agent_security": {"provider": "ollama", "model": MODEL_NAME, "host": server.url, "timeout": 1.5, "shadow": True}
+        "agent_security": {"provider": "ollama", "model": MODEL_NAME, "host": model_url, "timeout": 1.5, "shadow": True}
     }
     plugins: dict[str, Any] = {"agents": botcriptofy_agents, "agent_security": botcriptofy_agent_security}
     if outbox:  # the deployed shape: the storage plugin's outbox, its relay delivering after the commit
@@ -209,9 +224,9 @@ async def bench_request_path(work: Path, server: LocalOllama, requests: int, rou
         for client in clients:
             await _latencies(client, 50, 0)
         for n in range(rounds):
-            round_on = await _latencies(clients[0], requests, n * requests)
-            round_off = await _latencies(clients[1], requests, n * requests)
-            round_again = await _latencies(clients[2], requests, n * requests)
+            round_on = await _latencies(clients[0], requests, n * requests, interval)
+            round_off = await _latencies(clients[1], requests, n * requests, interval)
+            round_again = await _latencies(clients[2], requests, n * requests, interval)
             on += round_on
             off += round_off
             again += round_again
@@ -236,6 +251,7 @@ async def bench_request_path(work: Path, server: LocalOllama, requests: int, rou
             await runtime.stop()
     result = {
         "outbox": outbox,
+        "interval_ms": interval * 1e3,
         "requests": len(on),
         "enabled_p50_ms": round(statistics.median(on), 3),
         "enabled_p95_ms": round(percentile(on, 95), 3),
@@ -254,6 +270,36 @@ async def bench_request_path(work: Path, server: LocalOllama, requests: int, rou
     return result
 
 
+@contextlib.contextmanager
+def model_process(threads: int | None) -> Iterator[str]:
+    """Run ``tests/plugins/agents/ollama_server.py`` in a process of its own; yield its URL."""
+    script = Path(__file__).resolve().parent.parent / "tests" / "plugins" / "agents" / "ollama_server.py"
+    command = [sys.executable, str(script), *([] if threads is None else ["--threads", str(threads)])]
+    cores = sorted(os.sched_getaffinity(0))
+    # Ollama runs on hardware of its own in production: here it gets the last core, the measured process the others.
+    model_cores, own_cores = ({cores[-1]}, set(cores[:-1])) if len(cores) > 1 else (set(cores), set(cores))
+
+    def pin() -> None:
+        os.sched_setaffinity(0, model_cores)
+
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pin) as process:
+        os.sched_setaffinity(0, own_cores)
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().strip()
+            if not url.startswith("http://"):
+                raise RuntimeError(f"the model server did not start (it printed {url!r})")
+            yield url
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            os.sched_setaffinity(0, set(cores))
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per round and kernel")
@@ -264,6 +310,12 @@ async def main() -> int:
     parser.add_argument(
         "--no-outbox", action="store_true", help="measure the request path only without the storage plugin (the handler inside publish)"
     )
+    parser.add_argument(
+        "--interval-ms",
+        type=float,
+        default=5.0,
+        help="also measure the outbox shape at one request per this many ms (open loop, below saturation; 0 skips it)",
+    )
     parser.add_argument("--agent", action="append", default=[], help="measure only this agent's cases (repeatable; default: every agent)")
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="the model's budget per decision (generous: latency is measured, not cut)"
@@ -271,23 +323,32 @@ async def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads of the local server (default 1)")
     args = parser.parse_args()
     print(machine(), load(), flush=True)
-    started = time.perf_counter()
-    server = LocalOllama(n_threads=args.threads)
-    server.start()
-    print(f"model loaded and serving in {time.perf_counter() - started:.2f} s at {server.url}", flush=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bcf-agents-bench-") as scratch:
-            work = Path(scratch)
-            rows = (
-                []
-                if args.request_path_only
-                else await bench_decisions(work, server, args.model_repeats, args.rules_repeats, args.timeout, frozenset(args.agent))
-            )
-            paths = [await bench_request_path(work, server, args.requests, args.rounds)]
-            if not args.no_outbox:
-                paths.append(await bench_request_path(work, server, args.requests, args.rounds, outbox=True))
-    finally:
-        server.close()
+    rows: list[dict[str, Any]] = []
+    if not args.request_path_only:
+        started = time.perf_counter()
+        server = LocalOllama(n_threads=args.threads)
+        server.start()
+        print(f"model loaded and serving in {time.perf_counter() - started:.2f} s at {server.url}", flush=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="bcf-agents-bench-") as scratch:
+                rows = await bench_decisions(
+                    Path(scratch), server, args.model_repeats, args.rules_repeats, args.timeout, frozenset(args.agent)
+                )
+        finally:
+            server.close()
+    # The request path as deployed: the model server is another process (Ollama beside the service). A model
+    # generating on a thread of the measured process takes the interpreter's lock between tokens, and the
+    # requests then wait for it (up to the 5 ms switch interval): that would be the bench's cost, not the agent's.
+    with model_process(args.threads) as model_url, tempfile.TemporaryDirectory(prefix="bcf-agents-bench-") as scratch:
+        work = Path(scratch)
+        paths = [await bench_request_path(work, model_url, args.requests, args.rounds)]
+        if not args.no_outbox:
+            paths.append(await bench_request_path(work, model_url, args.requests, args.rounds, outbox=True))
+        if args.interval_ms > 0:  # one request every interval: what the emitting request itself pays, the agent's work between
+            for outbox in (False, *(() if args.no_outbox else (True,))):
+                paths.append(
+                    await bench_request_path(work, model_url, args.requests, args.rounds, outbox=outbox, interval=args.interval_ms / 1e3)
+                )
     print("\nagent                provider  cases  schema-valid  accuracy  fallbacks  p50 ms    p95 ms    > 1.5 s  load")
     for row in rows:
         print(
@@ -295,7 +356,8 @@ async def main() -> int:
             f"  {row['fallbacks']:>9}  {row['p50_ms']:>8.3f}  {row['p95_ms']:>8.3f}  {row['over_1500_ms']:>7}  {row['load']}"
         )
     for path in paths:
-        shape = "storage plugin's outbox, relay after commit" if path["outbox"] else "no outbox, handler inside publish"
+        shape = "storage plugin's outbox, relay after commit" if path["outbox"] else "no outbox, detached handler after publish"
+        shape += f", one request every {path['interval_ms']:g} ms" if path["interval_ms"] else ", back to back"
         print(
             f"\nrequest path (/bench/login-failed, {shape}, {path['requests']} requests each): enabled p50 {path['enabled_p50_ms']} ms "
             f"p95 {path['enabled_p95_ms']} ms vs disabled p50 {path['disabled_p50_ms']} ms p95 {path['disabled_p95_ms']} ms "
