@@ -352,10 +352,10 @@ async def test_the_backlog_counts_events_not_fanned_out_and_deliveries_waiting(s
 
 async def test_a_burst_of_commits_costs_the_relay_fewer_write_transactions_than_events(storage_kernel):
     """Woken by a commit, the relay waits relay_batch_delay and takes the burst in one round; each round's outcomes
-    are written with the next round's claim. One event at a time used to cost two write transactions per event
+    are written with the next round's claim. Events used to cost two write transactions each
     (claim, then record), each waiting for SQLite's one writer alongside the requests."""
     sample = SamplePlugin()
-    harness = await storage_kernel(sample=sample, relay_poll_interval=30, relay_batch_delay=0.1)
+    harness = await storage_kernel(sample=sample, relay_poll_interval=30, relay_batch_delay=0.5)
     relay = _state(harness).relay
     await asyncio.sleep(0.1)  # the relay is asleep: only commits wake it
     database = relay.database
@@ -377,7 +377,9 @@ async def test_a_burst_of_commits_costs_the_relay_fewer_write_transactions_than_
     assert writes >= 1  # the relay's transactions are the ones counted
     assert {row["status"] for row in rows.values()} == {"delivered"}
     assert sorted(e.idempotency_key for e in sample.seen) == sorted(f"burst:{n}" for n in range(20))
-    assert writes <= 4, f"{writes} write transactions for 20 events"
+    # Two per event before (a claim, then a record). The bound leaves room for a loaded machine, where the twenty
+    # commits take longer than the batch delay.
+    assert writes <= 8, f"{writes} write transactions for 20 events"
 
 
 async def test_the_last_rounds_outcomes_are_written_when_the_relay_stops(storage_kernel):

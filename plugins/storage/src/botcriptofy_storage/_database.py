@@ -131,11 +131,10 @@ class Database:
                     raise
                 await session.commit()
         except Exception as error:
-            reason = reason_of(error)
-            if reason is None:
+            mapped = self._unavailable(error)
+            if mapped is error:
                 raise
-            self.stats.count(reason)
-            raise unavailable(reason, self.retry_after) from error
+            raise mapped from error
 
     async def ping(self) -> bool:
         """Run ``SELECT 1``: the readiness check."""
@@ -204,11 +203,18 @@ class Database:
         try:
             return await self._writer.run(work)
         except Exception as error:
-            reason = reason_of(error)
-            if reason is None:
+            mapped = self._unavailable(error)
+            if mapped is error:
                 raise
-            self.stats.count(reason)
-            raise unavailable(reason, self.retry_after) from error
+            raise mapped from error
+
+    def _unavailable(self, error: Exception) -> Exception:
+        """The 503 ``error`` means (counted) when the database cannot serve, else ``error`` itself."""
+        reason = reason_of(error)
+        if reason is None:
+            return error
+        self.stats.count(reason)
+        return unavailable(reason, self.retry_after)
 
     async def dispose(self) -> None:
         if self._writer is not None:
