@@ -57,7 +57,6 @@ def plugin_settings_schema() -> SettingsSchema:
 
 @hookimpl
 async def startup(kernel: Kernel) -> None:
-    from ._bot import build, menu_loop, poll_loop
     from ._sender import Sender
     from ._state import STATE, TelegramState, settings_of
 
@@ -71,11 +70,10 @@ async def startup(kernel: Kernel) -> None:
         )
     bot = dispatcher = None
     if settings.bot_token and settings.mode != "off":
-        bot, dispatcher = build(kernel, settings.bot_token, settings.api_base)
-    else:
-        from aiogram import Dispatcher
+        from ._bot import build
 
-        dispatcher = Dispatcher()
+        bot, dispatcher = build(kernel, settings.bot_token, settings.api_base)
+    else:  # aiogram is not even imported: its models take about 150 MB of every worker
         log.warning("telegram.bot_token is empty or telegram.mode is 'off': the staff bot stays off")
     sender = Sender(
         per_second=settings.per_second,
@@ -90,6 +88,8 @@ async def startup(kernel: Kernel) -> None:
         return
     if settings.mode == "webhook" and settings.webhook_url:
         await bot.set_webhook(url=settings.webhook_url, secret_token=settings.webhook_secret, allowed_updates=["message", "callback_query"])
+    from ._bot import menu_loop, poll_loop
+
     if settings.mode == "polling":
         state.tasks.add(asyncio.create_task(poll_loop(kernel), name=f"botcriptofy-telegram-poller-{worker}"))
     state.tasks.add(asyncio.create_task(menu_loop(kernel), name=f"botcriptofy-telegram-menus-{worker}"))
@@ -98,8 +98,7 @@ async def startup(kernel: Kernel) -> None:
 @hookimpl
 async def shutdown(kernel: Kernel) -> None:
     from . import _store as store
-    from ._bot import POLLER
-    from ._state import STATE
+    from ._state import POLLER, STATE
 
     state = kernel.stash.get(STATE, None)
     if state is None:
@@ -139,6 +138,11 @@ def notification_channels(kernel: Kernel) -> list[NotificationChannel]:
 
 @hookimpl
 async def present_approval(kernel: Kernel, approval: ApprovalRequest) -> None:
+    from ._state import STATE
+
+    state = kernel.stash.get(STATE, None)
+    if state is None or state.bot is None:
+        return  # the bot is off
     from ._bot import present
 
     await present(kernel, approval)

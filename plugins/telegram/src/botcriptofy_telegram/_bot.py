@@ -30,11 +30,10 @@ from aiogram.types import (
 from botcriptofy import Actor, ApprovalRequest, Event, Kernel, NotificationAction, ProblemError, Recipient, RoundErrors
 
 from . import _store as store
-from ._state import settings_of, state_of
+from ._state import POLLER, settings_of, state_of
 
 log = logging.getLogger("botcriptofy.telegram")
 
-POLLER = "poller"
 
 TEXT = {
     "pt-BR": {

@@ -7,7 +7,6 @@ import html
 from botcriptofy import Delivery, DeliveryRefused, Kernel
 
 from . import _store as store
-from ._bot import keyboard, send
 from ._settings import TelegramSettings
 from ._state import settings_of, state_of
 
@@ -31,6 +30,8 @@ class TelegramChannel:
         kernel = self.kernel.current()
         if state_of(kernel).bot is None:
             raise DeliveryRefused("the Telegram bot is off (no telegram.bot_token)")
+        from ._bot import keyboard, send
+
         topic = None
         if delivery.recipient is None:
             group = self._settings().departments.get(delivery.address.split(":")[1])

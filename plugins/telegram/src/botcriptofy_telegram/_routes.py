@@ -6,7 +6,6 @@ import hmac
 import json
 from datetime import datetime
 
-from aiogram.types import Update
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.routing import BaseRoute
@@ -14,7 +13,6 @@ from starlette.routing import BaseRoute
 from botcriptofy import CommandContext, CommandReply, ProblemError, Route, kernel_of, read_body, require
 
 from . import _store as store
-from ._bot import feed
 from ._state import settings_of, state_of
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
@@ -64,6 +62,10 @@ async def webhook(request: Request) -> dict[str, bool]:
     ):
         raise ProblemError(401, "Unauthorized", "Missing or wrong X-Telegram-Bot-Api-Secret-Token.")
     raw = await read_body(request, 1024 * 1024)
+    from aiogram.types import Update
+
+    from ._bot import feed
+
     try:
         update = Update.model_validate(json.loads(raw or b"null"))
     except (ValueError, ValidationError):

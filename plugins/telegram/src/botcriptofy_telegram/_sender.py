@@ -10,8 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiogram.exceptions import TelegramRetryAfter
-
 log = logging.getLogger("botcriptofy.telegram")
 
 LIMIT = 4096
@@ -67,6 +65,8 @@ class Sender:
         return found
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        from aiogram.exceptions import TelegramRetryAfter  # here: only a running bot makes calls
+
         """Run one Bot API call under the global pace, honouring 429's retry_after."""
         for attempt in range(self.max_retries + 1):
             await self.global_pacer.wait()

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiogram import Bot, Dispatcher
+from typing import TYPE_CHECKING, Any
 
 from botcriptofy import Kernel, StashKey
 
 from ._sender import Sender
 from ._settings import TelegramSettings
 
+if TYPE_CHECKING:
+    from aiogram import Bot, Dispatcher
+
 PLUGIN = "telegram"
+POLLER = "poller"  # the name of the lease of the one worker that polls Telegram
 
 
 @dataclass
 class TelegramState:
-    bot: Bot | None
-    dispatcher: Dispatcher
+    bot: Bot | None  # None while the bot is off: aiogram is then never imported (about 150 MB per worker)
+    dispatcher: Dispatcher | None
     sender: Sender
     worker: str
     tasks: set[Any] = field(default_factory=set)
