@@ -196,3 +196,57 @@ def test_a_dollar_quoted_literal_ends_only_where_it_should():
         assert quoted[len(delimiter) :].find(delimiter) == len(value)  # the first closing delimiter is the last one
     with pytest.raises(ValueError, match="NUL"):
         pg_text("a\x00b")
+
+
+async def _prepared_on_server(session) -> set[str]:
+    return set((await session.scalars(text("SELECT name FROM pg_prepared_statements WHERE name LIKE 'botcriptofy%'"))).all())
+
+
+async def test_postgresql_prepares_the_outbox_insert_once_per_connection_and_falls_back_to_literal_rows_after_a_failed_prepare(
+    kernel_harness, postgres_url
+):
+    from sqlalchemy.exc import IntegrityError
+
+    import botcriptofy_storage
+
+    settings = {"url": postgres_url, "relay_enabled": False, "pool_size": 1, "max_overflow": 0}
+    harness = await kernel_harness(plugins={"storage": botcriptofy_storage, "sample": SamplePlugin()}, settings={"storage": settings})
+    kernel = harness.kernel
+    written = []
+    # A rollback before the message went out prepares nothing.
+    with pytest.raises(RuntimeError, match="declined"):
+        async with kernel.database().session(system=True) as session:
+            await session.execute(text("SELECT 1"))  # the transaction has begun: the row is held
+            await kernel.events.publish(NoteWritten(note_id=0, body="never"), session=session)
+            driver = await _driver(session)
+            assert driver.outbox_rows[0].startswith("EXECUTE botcriptofy_outbox_add(")
+            raise RuntimeError("declined")
+    assert driver.prepared == set()
+    for n in range(3):  # the first commit carries the PREPARE; the next ones only EXECUTE it
+        async with kernel.database().session(system=True) as session:
+            await session.execute(text("SELECT 1"))
+            written.append(await kernel.events.publish(NoteWritten(note_id=n, body=f"row {n}"), session=session))
+            assert (await _driver(session)) is driver  # the pool's only connection
+            assert driver.prepared == ({"botcriptofy_outbox_add"} if n else set())
+        assert driver.prepared == {"botcriptofy_outbox_add"}
+    async with kernel.database().session(system=True) as session:
+        assert await _prepared_on_server(session) == {"botcriptofy_outbox_add"}
+        stored = {row.id: row.payload["body"] for row in (await session.execute(select(events))).all()}
+    assert stored == {envelope.id: f"row {n}" for n, envelope in enumerate(written)}
+
+    # A fresh connection whose first message (PREPARE, EXECUTE, COMMIT) fails: whether the PREPARE ran is
+    # not known to the connection, so it writes literal INSERTs from then on, and they work.
+    await kernel.database().engine.dispose()
+    with pytest.raises(IntegrityError):
+        async with kernel.database().session(system=True) as session:
+            await session.execute(text("SELECT 1"))
+            await kernel.outbox().add([written[0]], session=session)  # the same id again
+            fresh = await _driver(session)
+    assert fresh is not driver and fresh.prepared == set()
+    async with kernel.database().session(system=True) as session:
+        await session.execute(text("SELECT 1"))
+        late = await kernel.events.publish(NoteWritten(note_id=9, body="literal"), session=session)
+        assert (await _driver(session)) is fresh
+        assert fresh.outbox_rows[0].startswith("INSERT INTO botcriptofy_outbox ")
+    async with kernel.database().session(system=True) as session:
+        assert (await session.execute(select(events.c.payload).where(events.c.id == late.id))).scalar_one()["body"] == "literal"

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -190,40 +191,75 @@ def pg_text(value: str) -> str:
         tag += "o"
 
 
+@dataclass(frozen=True, slots=True)
+class HeldInsert:
+    """An INSERT a :class:`PostgresConnection` holds: as EXECUTEs of statement ``name`` (PREPAREd by ``prepare``), or ``head`` + rows."""
+
+    name: str
+    prepare: str  # "PREPARE <name>(<types>) AS INSERT ... VALUES ($1, ...);"
+    head: str  # "INSERT INTO <table> (<columns>) VALUES "
+
+
 class PostgresConnection(asyncpg.Connection):  # type: ignore[misc]
     """An asyncpg connection that sends held outbox statements in the same message as COMMIT."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outbox_rows: list[str] = []
+        self.prepared: set[str] = set()  # the HeldInsert names this session has PREPAREd
+        self._preparing: list[HeldInsert] = []  # PREPAREs that go first in the next message
+        self._may_prepare = True
 
-    def hold_outbox(self, statement: str) -> bool:
-        """Hold ``statement`` (literal SQL, no parameters) until the next statement or COMMIT; False outside a transaction."""
+    def hold_outbox(self, insert: HeldInsert, values: Sequence[str]) -> bool:
+        """Hold an INSERT of ``values`` (one literal row each) until the next statement or COMMIT; False outside a transaction.
+
+        The rows are EXECUTEs of ``insert``'s prepared statement, PREPAREd by the first message that
+        carries one (a PREPARE outlives rollbacks: the name stays for the session's life). After a
+        message carrying a PREPARE fails, whether it ran is unknown, so the session goes back to plain
+        INSERTs of literal rows.
+        """
         if not self.is_in_transaction():
             return False
-        self.outbox_rows.append(statement)
+        if insert.name not in self.prepared and self._may_prepare and insert not in self._preparing:
+            self._preparing.append(insert)
+        if insert.name in self.prepared or insert in self._preparing:
+            self.outbox_rows.extend(f"EXECUTE {insert.name}{row};" for row in values)
+        else:
+            self.outbox_rows.append(f"{insert.head}{', '.join(values)};")
         return True
 
     def _take(self) -> str:
         statements, self.outbox_rows = self.outbox_rows, []
-        return "".join(statements)
+        return "".join(insert.prepare for insert in self._preparing) + "".join(statements)
+
+    async def _send(self, query: str, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's signature
+        """Send ``query`` (held statements first): on success the PREPAREs it carried are known to be done."""
+        preparing, self._preparing = self._preparing, []
+        try:
+            status = str(await super().execute(query, timeout=timeout))
+        except BaseException:
+            if preparing:
+                self._may_prepare = False
+            raise
+        self.prepared.update(insert.name for insert in preparing)
+        return status
 
     async def flush_outbox(self) -> None:
         """Write the held statements now (before another statement of the same transaction)."""
         if self.outbox_rows:
-            await super().execute(self._take())
+            await self._send(self._take())
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's signature
         if not self.outbox_rows:
             return str(await super().execute(query, *args, timeout=timeout))
         if query == "ROLLBACK;":
-            self.outbox_rows = []
+            self.outbox_rows, self._preparing = [], []
             return str(await super().execute(query, timeout=timeout))
         if args or query != "COMMIT;":
             await self.flush_outbox()
             return str(await super().execute(query, *args, timeout=timeout))
         try:
-            return str(await super().execute(self._take() + query, timeout=timeout))
+            return await self._send(self._take() + query, timeout=timeout)
         except BaseException:
             # An INSERT that failed skipped the COMMIT and left the transaction aborted; the caller has
             # already let go of it (asyncpg and SQLAlchemy drop a transaction whose COMMIT raised).

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from botcriptofy import Envelope
 
 from ._database import Database
-from ._driver import PostgresConnection, SqliteConnection, pg_text
+from ._driver import HeldInsert, PostgresConnection, SqliteConnection, pg_text
 from ._tenancy import INFO_SYSTEM, INFO_TENANT, TenantScopeError, TenantSession, call_after_commit
 
 metadata = MetaData()
@@ -108,15 +108,26 @@ def _pg_string(value: Any) -> str:
     return "NULL" if value is None else pg_text(str(value))
 
 
-def _pg_insert(rows: list[dict[str, Any]]) -> str:
-    """The outbox INSERT of ``rows`` as one literal statement (values dollar-quoted, as SQLAlchemy's JSONB would encode them)."""
-    values = ", ".join(
+def _pg_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """``rows`` as literal value lists in ``_COLUMNS``' order (values dollar-quoted, as SQLAlchemy's JSONB would encode them)."""
+    return [
         f"({_pg_string(row['id'])}, {_pg_string(row['type'])}, {_pg_json(row['payload'])}, {_pg_string(row['idempotency_key'])}, "
         f"{_pg_string(row['envelope_tenant_id'])}, {_pg_time(row['occurred_at'])}, {_pg_time(row['created_at'])}, "
         f"{_pg_json(row['envelope_metadata'])})"
         for row in rows
-    )
-    return f"INSERT INTO {events.name} ({', '.join(_COLUMNS)}) VALUES {values};"
+    ]
+
+
+# The outbox INSERT as a PostgreSQL connection holds it: EXECUTEs of a statement each session PREPAREs once
+# (parsed and planned once, about 25 µs less per row than a literal INSERT), or a literal INSERT.
+_PG_INSERT = HeldInsert(
+    name="botcriptofy_outbox_add",
+    prepare=(
+        "PREPARE botcriptofy_outbox_add(varchar, varchar, jsonb, varchar, varchar, timestamptz, timestamptz, jsonb) AS "
+        f"INSERT INTO {events.name} ({', '.join(_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8);"
+    ),
+    head=f"INSERT INTO {events.name} ({', '.join(_COLUMNS)}) VALUES ",
+)
 
 
 # Key of a session's info: (transaction, dialect, driver connection), noted when a transaction or savepoint
@@ -211,10 +222,10 @@ class Outbox:
         if not isinstance(driver, PostgresConnection):
             return False
         try:
-            statement = _pg_insert(rows)
+            values = _pg_rows(rows)
         except ValueError:
             return False
-        return driver.hold_outbox(statement)
+        return driver.hold_outbox(_PG_INSERT, values)
 
     async def _insert_sqlite(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         """Insert ``rows`` with one call to the driver's thread instead of three.
