@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -98,6 +99,9 @@ class CloseWhenDraining:
         self.server = server
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _settle_before_started(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -109,6 +113,31 @@ class CloseWhenDraining:
             await send(message)
 
         await self.app(scope, receive, send_closing)
+
+
+def _settle_before_started(send: Any) -> Any:
+    """Wrap the lifespan's ``send``: the heap is settled (:func:`settle_heap`) before the worker reports it started."""
+
+    async def settling(message: Any) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            settle_heap()
+        await send(message)
+
+    return settling
+
+
+def settle_heap() -> None:
+    """Collect once, then exempt every object alive now from later collections (``gc.freeze()``).
+
+    A worker with every plugin holds a few hundred thousand objects made at start-up (modules, models,
+    settings, routes). Each full collection walked them all: 200-270 ms with every first-party plugin,
+    a stall of every request in flight, seen as the slowest requests of the open-loop bench. Frozen,
+    they are walked no more; collections walk what requests and reloads make. Done before the worker
+    takes requests. The price: a reference cycle alive now is never freed, so objects of the first
+    configuration generation that a hot reload replaces stay in memory (a one-off, not a growth).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def prepare_metrics_directory(state_dir: Path) -> Path:
