@@ -17,12 +17,15 @@ from time import perf_counter, time_ns
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from ._metrics import Series
 from ._tracing import Tracing
 
 HOOK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BOUNDS = [*(floatToGoString(b) for b in HOOK_BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
+DURATION = "botcriptofy_hook_duration_seconds"
 TIMED = "__botcriptofy_timed__"
 
 
@@ -31,6 +34,9 @@ class HookMetrics:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], Series] = {}
+        # Each series' histogram samples as last built, with the sum they were built at: most hooks run
+        # at generation builds only, so most series are unchanged from one collection to the next.
+        self._built: dict[tuple[str, ...], tuple[tuple[float, int], list[Sample]]] = {}
 
     def series(self, plugin: str, hook: str) -> Series:
         found = self._series.get((plugin, hook))
@@ -46,20 +52,29 @@ class HookMetrics:
 
     def _families(self, series: list[Series]) -> Iterator[Metric]:
         duration = HistogramMetricFamily(
-            "botcriptofy_hook_duration_seconds",
+            DURATION,
             "Time spent in one plugin's implementation of one hook (coroutines until they finish).",
             labels=["plugin", "hook"],
         )
         failures = CounterMetricFamily(
             "botcriptofy_hook_failures", "Hook implementation calls that raised, by plugin and hook.", labels=["plugin", "hook"]
         )
-        bounds = [*(floatToGoString(b) for b in HOOK_BUCKETS), "+Inf"]  # type: ignore[no-untyped-call]
         for one in series:
-            cumulative = list(accumulate(one.buckets))
-            duration.add_metric(one.labels, list(zip(bounds, cumulative, strict=True)), one.total)
+            duration.samples.extend(self._duration_samples(one))
             failures.add_metric(one.labels, one.failures)
         yield duration
         yield failures
+
+    def _duration_samples(self, one: Series) -> list[Sample]:
+        """``one``'s histogram samples, built again only when it has observed something since the last build."""
+        state = (one.total, sum(one.buckets))
+        built = self._built.get(one.labels)
+        if built is not None and built[0] == state:
+            return built[1]
+        family = HistogramMetricFamily(DURATION, "", labels=["plugin", "hook"])
+        family.add_metric(one.labels, list(zip(BOUNDS, accumulate(one.buckets), strict=True)), one.total)
+        self._built[one.labels] = (state, family.samples)
+        return family.samples
 
 
 def _record(series: Series, tracing: Tracing, hook: str, plugin: str, started: float, started_ns: int, failed: bool) -> None:
