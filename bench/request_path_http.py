@@ -142,9 +142,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _is_worker(pid: int) -> bool:
+    """A gunicorn worker of the kernel (forked from the master: the same Python command line), not a helper it
+    started (the workflows plugin's local Temporal dev server is a descendant too, and a large one)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"botcriptofy._serve" in command
+
+
 def workers_of(server: Server) -> list[int]:
-    """The serving processes: descendants of the server whose command line is a worker (the largest RSS ones)."""
-    pids = [pid for pid in descendants(server.process.pid) if rss_mb(pid) > 0]
+    """The serving processes: the server's descendants that are kernel workers, largest RSS first."""
+    pids = [pid for pid in descendants(server.process.pid) if _is_worker(pid) and rss_mb(pid) > 0]
     pids.sort(key=rss_mb, reverse=True)
     return pids
 
