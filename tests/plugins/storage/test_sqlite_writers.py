@@ -116,3 +116,23 @@ async def test_a_write_batch_runs_on_the_loop_and_waits_on_a_thread_when_another
         other.close()
     # Its BEGIN IMMEDIATE found the lock taken at once (busy timeout 0 on the loop), so the batch ran on a thread.
     assert len(ran_on) == 2 and ran_on[1] != threading.main_thread().name
+
+
+
+async def test_a_connection_closed_inside_its_transaction_gives_the_gate_back_without_an_error(sqlite_kernel):
+    """The pool terminating a connection that is still in a write transaction (shutdown, a cancelled request):
+    the close succeeds, the gate is free, and the next writer proceeds at once."""
+    _harness, database, _path = sqlite_kernel
+    async with database.engine.connect() as connection:
+        await connection.execute(sa.insert(ROWS).values(note="never committed"))
+        driver = (await connection.get_raw_connection()).driver_connection
+        gate = driver.gate
+        assert gate is not None and gate.holder is driver and driver.in_transaction
+        await driver.close()  # what terminating it does; it raised sqlite3.ProgrammingError ("closed database")
+        assert gate.holder is None
+        await connection.invalidate()
+    async with asyncio.timeout(1):  # well under the 2 s busy timeout
+        async with database.session(system=True) as session:
+            await session.execute(sa.insert(ROWS).values(note="next"))
+    async with database.session(system=True) as session:
+        assert list((await session.execute(sa.select(ROWS.c.note))).scalars()) == ["next"]

@@ -107,7 +107,12 @@ class SqliteConnection(aiosqlite.Connection):
 
     def _in_transaction(self) -> bool:
         connection = self._connection
-        return connection is not None and connection.in_transaction
+        if connection is None:
+            return False
+        try:
+            return connection.in_transaction
+        except sqlite3.ProgrammingError:  # closed (the pool terminated it mid-transaction): nothing is held any more
+            return False
 
     def hold_outbox(self, sql: str, rows: Sequence[Sequence[Any]]) -> bool:
         """Hold ``rows`` (parameters of ``sql``) until the next statement or COMMIT; False when no transaction is open."""
