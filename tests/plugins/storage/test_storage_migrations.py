@@ -240,3 +240,26 @@ def test_db_outbox_requeues_failed_deliveries(cli, tmp_path):
     result = cli(url, "db", "outbox", "--retry-failed")
     assert result.exit_code == 0, result.output
     assert "queued 1 failed deliveries again" in result.output and "pending=1 delivered=0 failed=0" in result.output
+
+
+def test_script_heads_are_read_once_per_state_of_the_revision_files(tmp_path, monkeypatch):
+    """Alembic compiles every revision script to find the heads: the readiness check must not pay that on every call."""
+    import sqlalchemy as sa
+    from alembic.script import ScriptDirectory
+
+    from botcriptofy_storage import _migrate
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, copy)
+    (copy / "versions" / "0002_readings.py").unlink()
+    reads = []
+    original = ScriptDirectory.from_config.__func__
+    monkeypatch.setattr(ScriptDirectory, "from_config", classmethod(lambda cls, config: reads.append(1) or original(cls, config)))
+    plan = _migrate.PluginMigrations("sample", copy)
+    with sa.create_engine(f"sqlite:///{tmp_path / 'heads.db'}").connect() as connection:
+        assert _migrate.script_heads(plan, connection) == ("sample_0001",)
+        assert _migrate.script_heads(plan, connection) == ("sample_0001",)
+        assert len(reads) == 1  # the second call read nothing
+        shutil.copy(MIGRATIONS / "versions" / "0002_readings.py", copy / "versions")  # a new revision: read again
+        assert _migrate.script_heads(plan, connection) == ("sample_0002",)
+        assert len(reads) == 2
