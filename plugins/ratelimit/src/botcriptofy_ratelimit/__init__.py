@@ -19,7 +19,7 @@ from ._middleware import STATE, RateLimitMiddleware, State
 from ._policy import Policy
 from ._settings import LIVE_KEYS, RateLimitSettings
 
-__version__ = "0.2.0"
+__version__ = "0.4.1"
 NAME = "ratelimit"
 MIDDLEWARE_PRIORITY = 10
 
