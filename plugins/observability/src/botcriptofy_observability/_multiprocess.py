@@ -163,19 +163,16 @@ class SnapshotWriter:
 
     async def _run(self) -> None:
         while not self._stopping:
-            try:
-                data = snapshot_of(self.registry)
-                await asyncio.to_thread(write_snapshot, self.path, data)
-            except Exception:
-                log.exception("cannot write the metrics snapshot to %s", self.path)
+            await self._write()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             self._wake.clear()
 
-    def _write(self) -> None:
+    async def _write(self) -> None:
         try:
-            write_snapshot(self.path, snapshot_of(self.registry))
+            data = snapshot_of(self.registry)  # on the loop: the collectors are not thread-safe
+            await asyncio.to_thread(write_snapshot, self.path, data)
         except Exception:
             log.exception("cannot write the metrics snapshot to %s", self.path)
 
@@ -185,4 +182,4 @@ class SnapshotWriter:
         if self._task is not None:
             await self._task
             self._task = None
-        self._write()
+        await self._write()

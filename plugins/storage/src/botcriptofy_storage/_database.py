@@ -222,4 +222,3 @@ class Database:
         await self.engine.dispose()
         if self.system_engine is not None:
             await self.system_engine.dispose()
-
