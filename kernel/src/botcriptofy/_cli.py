@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Seconds an idle keep-alive connection stays open. A server that closes an idle connection as the client
+# reuses it fails that request (a POST is not retried), so this stays above common clients' and proxies'
+# own idle timeouts: httpx 5 s, aiohttp 15 s, nginx's upstream keepalive 60 s, AWS ALB 60 s.
+KEEP_ALIVE = 75
 
 
 @dataclass
@@ -159,9 +163,16 @@ def _state_dir(obj: CliContext) -> Path:
 @click.option(
     "--timeout", default=60, show_default=True, type=click.IntRange(5), help="Seconds a silent worker may take before it is replaced."
 )
+@click.option(
+    "--keep-alive",
+    default=KEEP_ALIVE,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds an idle keep-alive connection stays open; keep it above the clients' and the proxy's idle timeouts.",
+)
 @settings_options
 @click.pass_obj
-def serve(obj: CliContext, host: str, port: int, workers: int, access_log: bool, timeout: int) -> None:
+def serve(obj: CliContext, host: str, port: int, workers: int, access_log: bool, timeout: int, keep_alive: int) -> None:
     """Serve the HTTP API with gunicorn and uvicorn workers; settings changes apply live in every worker.
 
     `botcriptofy restart` (or SIGHUP to the master) replaces the workers one at a time to run newly installed code.
@@ -179,7 +190,7 @@ def serve(obj: CliContext, host: str, port: int, workers: int, access_log: bool,
         "worker_class": "botcriptofy._serve.Worker",
         "timeout": timeout,
         "graceful_timeout": max(1, math.ceil(valid.kernel.drain_timeout)),
-        "keepalive": 5,
+        "keepalive": keep_alive,
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "loglevel": "info",
