@@ -41,3 +41,38 @@ async def test_staff_accounts_refuse_look_alikes_too(make_auth):
 
     with pytest.raises(ValueError, match="DOTLESS I"):
         StaffIn(email="adm\u0131n@botcriptofy.example", name="x", password=STRONG_PASSWORD, roles={})
+
+
+_CHILD = r"""
+import json, sys
+from botcriptofy_auth._schemas import SignupIn
+
+import botcriptofy_auth, botcriptofy_storage  # the plugin as a worker imports it
+
+out = {"imported": "confusable_homoglyphs" in sys.modules}
+SignupIn(email="ana.silva@example.com", password=sys.argv[1], name="Ana", account_type="trader")
+out["after_ascii"] = "confusable_homoglyphs" in sys.modules
+SignupIn(email="jos\u00e9@example.com", password=sys.argv[1], name="Jose", account_type="trader")  # Latin, not ASCII
+out["after_latin"] = "confusable_homoglyphs" in sys.modules
+try:
+    SignupIn(email="p\u0430ypal@example.com", password=sys.argv[1], name="Pay", account_type="trader")
+except ValueError as error:
+    out["refused"] = "mixes" in str(error)
+print(json.dumps(out))
+"""
+
+
+def test_the_unicode_tables_load_only_for_a_non_ascii_address():
+    """confusable_homoglyphs holds 16 MB of tables: a worker that never sees a non-ASCII address never loads them."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CHILD, STRONG_PASSWORD], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "imported": False,
+        "after_ascii": False,
+        "after_latin": True,
+        "refused": True,
+    }

@@ -8,7 +8,6 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 
-from confusable_homoglyphs import categories, confusables
 from starlette.requests import Request
 
 _LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\]\\]+$")
@@ -44,6 +43,8 @@ def normalise_email(value: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _ascii_look_alike(char: str) -> str | None:
     """The ASCII character ``char`` is confusable with (Unicode TS #39 confusables data), if any."""
+    from confusable_homoglyphs import confusables  # 16 MB of tables, loaded on the first non-ASCII address
+
     found = confusables.is_confusable(char, greedy=True) or []
     for entry in found:
         for glyph in entry["homoglyphs"]:
@@ -61,6 +62,9 @@ def look_alike_problem(part: str) -> str | None:
     """
     if part.isascii():
         return None
+    # Imported here: the Unicode tables take 16 MB of every worker's memory, and only a non-ASCII address needs them.
+    from confusable_homoglyphs import categories, confusables
+
     if confusables.is_mixed_script(part):
         scripts = sorted({categories.alias(char) for char in part} - {"COMMON"})
         return f"mixes letters of different scripts ({' and '.join(scripts)})"
