@@ -104,3 +104,18 @@ async def test_an_idle_connection_outlives_common_client_timeouts_and_the_option
             outputs.append(server.communicate(timeout=15)[0].decode())
         print(*outputs, sep="\n")  # shown by pytest when the test fails
     assert all("Traceback" not in output for output in outputs), outputs
+
+
+async def test_the_live_server_fixture_keeps_idle_connections_like_serve(live_server):
+    """Plugin authors' tests call ``live_server`` with httpx: an idle pause of 5-6 s must not fail the next request."""
+    server = await live_server()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(b"GET /-/health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        await read_rest(reader)
+        await asyncio.sleep(6)
+        writer.write(REQUEST)
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()

@@ -25,7 +25,7 @@ from ._errors import ConfigError
 from ._history import ConfigHistory
 from ._manager import discover, new_plugin_manager
 from ._runtime import read_workers, request_rescan, rescan_directory, write_settings_file, write_settings_files
-from ._serve import PIDFILE, SERVE_ENVIRONMENT, prepare_metrics_directory, read_restart_status
+from ._serve import KEEP_ALIVE, PIDFILE, SERVE_ENVIRONMENT, prepare_metrics_directory, read_restart_status
 from ._settings import SETTINGS_FILES, load, mask_secrets
 from ._types import Actor
 from ._util import await_me_maybe
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Seconds an idle keep-alive connection stays open. A server that closes an idle connection as the client
-# reuses it fails that request (a POST is not retried), so this stays above common clients' and proxies'
-# own idle timeouts: httpx 5 s, aiohttp 15 s, nginx's upstream keepalive 60 s, AWS ALB 60 s.
-KEEP_ALIVE = 75
 
 
 @dataclass

@@ -36,6 +36,10 @@ METRICS_ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multipro
 PIDFILE = "botcriptofy.pid"
 RESTART_STATUS = "restart.json"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Seconds an idle keep-alive connection stays open. A server that closes an idle connection as the client
+# reuses it fails that request (a POST is not retried), so this stays above common clients' and proxies'
+# own idle timeouts: httpx 5 s, aiohttp 15 s, nginx's upstream keepalive 60 s, AWS ALB 60 s.
+KEEP_ALIVE = 75
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]

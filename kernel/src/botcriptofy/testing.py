@@ -49,6 +49,7 @@ from ._errors import ProblemError
 from ._kernel import Kernel
 from ._markers import hookimpl
 from ._runtime import ApplyResult
+from ._serve import KEEP_ALIVE
 from ._types import Actor, ApprovalRequest
 
 
@@ -205,7 +206,9 @@ async def live_server(tmp_path: Path) -> AsyncIterator[LiveServerFactory]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        config = uvicorn.Config(runtime, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            runtime, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE
+        )
         server = Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         live = LiveServer(runtime, server, task, port, directory)
