@@ -26,6 +26,7 @@ import stripe
 from starlette.requests import Request
 
 from botcriptofy import Actor, hookimpl
+from botcriptofy._serve import KEEP_ALIVE
 from botcriptofy_billing import BillingPlugin, sign
 from botcriptofy_billing._stripe import HTTPXClient
 
@@ -393,7 +394,7 @@ async def serve_app() -> AsyncIterator[Callable[[Any], Any]]:
     async def start(harness: Any) -> AppServer:
         port = free_port()
         config = uvicorn.Config(harness.runtime, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-                                http="h11", ws="none", access_log=False)
+                                http="h11", ws="none", access_log=False, timeout_keep_alive=KEEP_ALIVE)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         deadline = time.monotonic() + 10

@@ -16,6 +16,7 @@ import redis
 
 import botcriptofy_ratelimit
 from botcriptofy import Actor, Entitlements, ProblemError, Route, hookimpl
+from botcriptofy._serve import KEEP_ALIVE
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -194,7 +195,15 @@ async def serve() -> AsyncIterator[Callable[[Any], Awaitable[int]]]:
     async def start(harness: Any) -> int:
         port = free_port()
         config = uvicorn.Config(
-            harness.runtime, host="127.0.0.1", port=port, lifespan="off", log_level="warning", http="h11", ws="none", access_log=False
+            harness.runtime,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            http="h11",
+            ws="none",
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE,  # as `serve`: above httpx's own 5 s, so an idle client never races the close
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
