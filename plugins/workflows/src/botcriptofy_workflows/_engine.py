@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import FailureError as TemporalFailure
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.worker import Worker
 
@@ -95,10 +97,32 @@ def tls_config(settings: WorkflowsSettings) -> bool | TLSConfig:
     )
 
 
+CORE_LOGGER = "botcriptofy.workflows.core"
+
+
+@functools.cache
+def core_runtime() -> Runtime:
+    """This process's Temporal runtime, its Rust core's log records forwarded to the ``botcriptofy.workflows.core`` logger.
+
+    The SDK's default runtime writes the core's warnings to the process's stdout, with terminal colour
+    codes, outside the service's logging (its format, its handlers, the observability plugin's JSON
+    lines), and into the output of a process whose stdout is a protocol. Forwarded, they are ordinary
+    log records. One runtime per process: each holds its own thread pool.
+    """
+    telemetry = TelemetryConfig(
+        logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
+        )
+    )
+    return Runtime(telemetry=telemetry)
+
+
 async def connect(address: str, settings: WorkflowsSettings) -> Client:
     """Connect to the Temporal frontend at ``address`` as the settings say (TLS, API key)."""
     return await Client.connect(
         address,
+        runtime=core_runtime(),
         namespace=settings.namespace,
         tls=await asyncio.to_thread(tls_config, settings),
         api_key=settings.api_key.get_secret_value() or None,
@@ -109,7 +133,7 @@ async def connect(address: str, settings: WorkflowsSettings) -> Client:
 async def answers(address: str) -> bool:
     """Return whether a Temporal frontend answers its health check at ``address``."""
     try:
-        client = await asyncio.wait_for(Client.connect(address), 2)
+        client = await asyncio.wait_for(Client.connect(address, runtime=core_runtime()), 2)
         return bool(await asyncio.wait_for(client.service_client.check_health(), 2))
     except Exception:
         return False
