@@ -109,3 +109,54 @@ async def test_a_detached_handler_runs_after_publish_returns_and_an_inline_one_i
     assert later == []  # not on the publisher's time: the publisher never let the loop run
     await harness.kernel.events.idle()
     assert later == ["o-0", "o-1", "o-2"]  # in order, once the loop ran
+
+
+def test_event_ids_are_random_version_4_uuids_in_their_usual_text_form():
+    """Envelope ids are formatted from os.urandom directly: they must read exactly as str(uuid.uuid4()) would."""
+    import uuid
+
+    ids = [Envelope.of("test.order_placed", {}).id for _ in range(4000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # The bits around the fixed ones are random: each hex digit there takes every value it may.
+    for position in (0, 12, 15, 20, 35):
+        assert {text[position] for text in ids} == set("0123456789abcdef")
+    assert {text[14] for text in ids} == {"4"} and {text[19] for text in ids} == set("89ab")
+
+
+async def test_notify_routes_only_when_a_handler_names_the_notification_type(kernel_harness):
+    """A "*" subscriber (an audit trail) sees every event but does not route: notify() broadcasts send_notification."""
+    from botcriptofy import Notification, NotificationRequested
+
+    everything: list[Envelope] = []
+    sent: list[Notification] = []
+
+    class Audit:
+        @hookimpl
+        def register_event_handlers(self, kernel):
+            return [EventHandler("audit.everything", everything.append)]
+
+    class Channel:
+        @hookimpl
+        def send_notification(self, kernel, notification):
+            sent.append(notification)
+
+    harness = await kernel_harness(plugins={"audit": Audit(), "channel": Channel()})
+    assert "*" in harness.kernel.events.named_types
+    await harness.kernel.notify(Notification(recipient="user:1", subject="s", body="b"))
+    assert [n.recipient for n in sent] == ["user:1"] and everything == []
+
+    routed: list[Envelope] = []
+
+    class Router:
+        @hookimpl
+        def register_event_handlers(self, kernel):
+            return [EventHandler("router.route", routed.append, events=(NotificationRequested,))]
+
+    harness = await kernel_harness(plugins={"audit": Audit(), "channel": Channel(), "router": Router()})
+    await harness.kernel.notify(Notification(recipient="user:2", subject="s", body="b"))
+    assert [e.payload["notification"]["recipient"] for e in routed] == ["user:2"]
+    assert [n.recipient for n in sent] == ["user:1"]

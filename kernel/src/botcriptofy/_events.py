@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 from pydantic import BaseModel, ConfigDict
 
 from ._acting import acting_as
-from ._util import await_me_maybe
+from ._util import await_me_maybe, random_uuid
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -112,7 +111,7 @@ class Envelope:
         metadata: dict[str, str] | None = None,
     ) -> Envelope:
         """A new envelope of ``payload`` (already JSON data, as ``event_type``'s model would dump it)."""
-        event_id = str(uuid.uuid4())
+        event_id = random_uuid()
         return cls(
             id=event_id,
             type=event_type,
@@ -168,6 +167,8 @@ class EventBus:
         self.handlers: tuple[EventHandler, ...] = tuple(handlers)
         self._inline = frozenset(h.name for h in self.handlers if not h.detached)
         self._detached = frozenset(h.name for h in self.handlers if h.detached)
+        # The event types some handler names (``"*"`` included as such): kernel.notify() asks on every call.
+        self.named_types: frozenset[str] = frozenset().union(*(h.types for h in self.handlers))
         self._later: list[Envelope] = []
         self._draining: set[asyncio.Task[None]] = set()
 

@@ -273,7 +273,7 @@ class Kernel:
         a plugin that routes notifications, every ``send_notification`` implementation is called now.
         """
         # A router subscribes to the type by name; a "*" subscriber (an audit trail, outbound webhooks) does not route.
-        if not any(NotificationRequested.event_type in handler.types for handler in self.events.handlers):
+        if NotificationRequested.event_type not in self.events.named_types:
             await self.broadcast("send_notification", kernel=self, notification=notification)
             return
         # to_dict() is NotificationRequested's JSON dump already: no model to build and dump again on a write's path.

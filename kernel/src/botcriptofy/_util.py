@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 
@@ -11,6 +12,17 @@ async def await_me_maybe(value: Any) -> Any:
     if inspect.isawaitable(value):
         value = await value
     return value
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())`` writes it.
+
+    The same 122 random bits from ``os.urandom``, formatted directly: ``uuid.uuid4()`` builds a UUID
+    object (an int of the bytes, then its text) and costs three times as much, on every event published.
+    """
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]  # RFC 4122 variant: the top two bits of byte 8 are 10
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:

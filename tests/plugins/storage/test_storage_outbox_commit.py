@@ -250,3 +250,36 @@ async def test_postgresql_prepares_the_outbox_insert_once_per_connection_and_fal
         assert fresh.outbox_rows[0].startswith("INSERT INTO botcriptofy_outbox ")
     async with kernel.database().session(system=True) as session:
         assert (await session.execute(select(events.c.payload).where(events.c.id == late.id))).scalar_one()["body"] == "literal"
+
+
+async def test_payloads_the_fast_encoder_does_not_take_are_stored_as_json_dumps_writes_them(storage_kernel):
+    """orjson encodes outbox payloads; a dict key that is not a string or an int past 64 bits falls back to json.dumps."""
+    import json
+
+    harness = await storage_kernel(sample=SamplePlugin(), relay_enabled=False)
+    kernel, outbox = harness.kernel, harness.kernel.outbox()
+    payloads = [
+        {"counts": {1: "one", 2: "two"}},
+        {"big": 2**70, "negative": -(2**65)},
+        {"text": "ação 日本 🚀 \\ \" $o$", "list": [1.5, None, True, {"deep": []}], "float": 0.1},
+    ]
+    envelopes = [Envelope.of("sample.raw", payload, metadata={"trace": "t"}) for payload in payloads]
+    async with kernel.database().session(system=True) as session:
+        await outbox.add(envelopes, session=session)
+    async with kernel.database().session(system=True) as session:
+        rows = {row.id: row for row in (await session.execute(select(events))).all()}
+    for envelope, payload in zip(envelopes, payloads, strict=True):
+        assert rows[envelope.id].payload == json.loads(json.dumps(payload))
+        assert rows[envelope.id].envelope_metadata == {"trace": "t"}
+
+
+def test_json_text_matches_json_dumps_and_falls_back_to_it():
+    import json
+    import math
+
+    from botcriptofy_storage._outbox import json_text
+
+    for value in ({"a": [1, 2.5, None, True, "ç"], "b": {}}, [], "x", 3, {1: "int key"}, {"big": 2**64}):
+        assert json.loads(json_text(value)) == json.loads(json.dumps(value))
+    assert json_text({1: "a"}) == json.dumps({1: "a"})  # the fallback, byte for byte
+    assert json_text({"n": math.nan, "i": math.inf}) == '{"n":null,"i":null}'  # as pydantic's JSON mode writes them

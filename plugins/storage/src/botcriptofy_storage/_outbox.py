@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, event, exc, insert
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Dialect
@@ -96,8 +97,21 @@ def _sqlite_insert(dialect: Dialect) -> _SqliteInsert:
     return str(compiled), order, [events.c[name].type.bind_processor(dialect) for name in order]
 
 
+def json_text(value: Any) -> str:
+    """``value`` (JSON data) as JSON text: orjson, about ten times faster than ``json.dumps`` on an event's payload.
+
+    What orjson does not take (a dict key that is not a string, an int beyond 64 bits) is written by
+    ``json.dumps``, as before. NaN and infinities become ``null``, as pydantic's JSON mode writes them
+    (``json.dumps`` wrote ``NaN``, which PostgreSQL refuses).
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value)
+
+
 def _pg_json(value: Any) -> str:
-    return "NULL" if value is None else f"{pg_text(json.dumps(value))}::jsonb"
+    return "NULL" if value is None else f"{pg_text(json_text(value))}::jsonb"
 
 
 def _pg_time(value: datetime) -> str:
@@ -109,13 +123,24 @@ def _pg_string(value: Any) -> str:
 
 
 def _pg_rows(rows: list[dict[str, Any]]) -> list[str]:
-    """``rows`` as literal value lists in ``_COLUMNS``' order (values dollar-quoted, as SQLAlchemy's JSONB would encode them)."""
-    return [
-        f"({_pg_string(row['id'])}, {_pg_string(row['type'])}, {_pg_json(row['payload'])}, {_pg_string(row['idempotency_key'])}, "
-        f"{_pg_string(row['envelope_tenant_id'])}, {_pg_time(row['occurred_at'])}, {_pg_time(row['created_at'])}, "
-        f"{_pg_json(row['envelope_metadata'])})"
-        for row in rows
-    ]
+    """``rows`` as literal value lists in ``_COLUMNS``' order (values dollar-quoted, as SQLAlchemy's JSONB would encode them).
+
+    A row's idempotency key is usually its id, and every row of one call has the same ``created_at``:
+    each such literal is written once.
+    """
+    literals: list[str] = []
+    created: tuple[datetime, str] | None = None
+    for row in rows:
+        identifier = _pg_string(row["id"])
+        key = identifier if row["idempotency_key"] == row["id"] else _pg_string(row["idempotency_key"])
+        if created is None or created[0] is not row["created_at"]:
+            created = (row["created_at"], _pg_time(row["created_at"]))
+        literals.append(
+            f"({identifier}, {_pg_string(row['type'])}, {_pg_json(row['payload'])}, {key}, "
+            f"{_pg_string(row['envelope_tenant_id'])}, {_pg_time(row['occurred_at'])}, {created[1]}, "
+            f"{_pg_json(row['envelope_metadata'])})"
+        )
+    return literals
 
 
 # The outbox INSERT as a PostgreSQL connection holds it: EXECUTEs of a statement each session PREPAREs once
