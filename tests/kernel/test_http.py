@@ -186,3 +186,62 @@ async def test_fixed_paths_are_indexed_and_win_over_parameterised_ones(kernel_ha
     assert (await harness.client.put("/things/new")).json() == {"replaced": "new"}
     assert (await harness.client.head("/-/health")).status_code == 200
     assert (await harness.client.post("/-/health")).status_code == 405
+
+
+async def test_refused_credentials_are_checked_once_per_request(kernel_harness):
+    """A middleware that resolves the caller first (as the rate limiter does) and the route that requires it
+    get the same 401; the identity hook (a signature check, in auth) runs once, not once per consumer."""
+    from botcriptofy import Middleware, cached_actor, current_actor
+
+    checks: list[str] = []
+    seen_by_middleware: list[str] = []
+
+    class StrictIdentity:
+        @hookimpl
+        def actor_from_request(self, kernel, request):
+            token = request.headers.get("authorization")
+            if token is None:
+                return None
+            checks.append(token)
+            if token != "Bearer good":
+                raise ProblemError(401, "Unauthorized", "The access token's signature does not verify.")
+            return Actor(id="u1", kind="user", tenant_id="t1")
+
+        @hookimpl
+        def register_middleware(self, kernel):
+            class ResolveFirst:
+                def __init__(self, app):
+                    self.app = app
+
+                async def __call__(self, scope, receive, send):
+                    if scope["type"] == "http":
+                        from starlette.requests import Request
+
+                        try:
+                            await current_actor(Request(scope))
+                            seen_by_middleware.append("actor")
+                        except ProblemError as error:
+                            seen_by_middleware.append(str(error.status))
+                        try:
+                            await cached_actor(scope)
+                        except ProblemError as error:
+                            seen_by_middleware.append(f"cached {error.status}")
+                    await self.app(scope, receive, send)
+
+            return [Middleware(ResolveFirst, priority=10)]
+
+        @hookimpl
+        def register_routes(self, kernel):
+            async def mine(request) -> dict:
+                return {"id": (await require(request)).id}
+
+            return [Route("/mine", mine)]
+
+    harness = await kernel_harness(plugins={"identity": StrictIdentity()})
+    refused = await harness.client.get("/mine", headers={"Authorization": "Bearer forged"})
+    assert_problem(refused, 401)
+    assert refused.json()["detail"] == "The access token's signature does not verify."
+    assert checks == ["Bearer forged"] and seen_by_middleware == ["401", "cached 401"]
+    accepted = await harness.client.get("/mine", headers={"Authorization": "Bearer good"})
+    assert accepted.status_code == 200 and accepted.json() == {"id": "u1"}
+    assert checks == ["Bearer forged", "Bearer good"]

@@ -48,13 +48,33 @@ def kernel_of(request: Request | Scope) -> Kernel:
     return scope[KERNEL_SCOPE_KEY]  # type: ignore[no-any-return]
 
 
+class _Refused:
+    """Credentials this request's resolution refused: the same answer for every later consumer, without a second check."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ProblemError) -> None:
+        self.error = error
+
+
 async def current_actor(request: Request) -> Actor | None:
-    """Resolve the caller once per request through the ``actor_from_request`` hook."""
+    """Resolve the caller once per request through the ``actor_from_request`` hook.
+
+    A refusal (a :class:`ProblemError`, such as 401 for a bad signature) is kept for the request too:
+    a middleware that resolved the caller first and the route that requires it get the same error,
+    and the credentials are checked once (a forged token cost two signature checks).
+    """
     actor = request.scope.get(_ACTOR_SCOPE_KEY, _UNRESOLVED)
     if actor is _UNRESOLVED:
         kernel = kernel_of(request)
-        actor = await await_me_maybe(kernel.hook.actor_from_request(kernel=kernel, request=request))
+        try:
+            actor = await await_me_maybe(kernel.hook.actor_from_request(kernel=kernel, request=request))
+        except ProblemError as error:
+            request.scope[_ACTOR_SCOPE_KEY] = _Refused(error)
+            raise
         request.scope[_ACTOR_SCOPE_KEY] = actor
+    elif type(actor) is _Refused:
+        raise actor.error
     return actor  # type: ignore[no-any-return]
 
 
@@ -68,6 +88,8 @@ async def cached_actor(request: Request | Scope) -> Actor | None:
     scope = request.scope if isinstance(request, Request) else request
     actor = scope.get(_ACTOR_SCOPE_KEY, _UNRESOLVED)
     if actor is not _UNRESOLVED:
+        if type(actor) is _Refused:
+            raise actor.error
         return actor  # type: ignore[no-any-return]
     kernel: Kernel = scope[KERNEL_SCOPE_KEY]
     hook = kernel.hook.cached_actor

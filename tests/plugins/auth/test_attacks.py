@@ -253,3 +253,24 @@ async def test_per_ip_login_throttle_with_the_rate_limiter(make_auth):
     assert statuses[:3] == [401, 401, 401] and 429 in statuses[3:]
     throttled = next(r for r in [await login(harness.client, "ip@example.com")] if r.status_code == 429)
     assert int(throttled.headers["retry-after"]) >= 1 and throttled.headers["content-type"] == PROBLEM
+
+
+async def test_a_forged_token_costs_one_signature_check_with_the_rate_limiter_in_front(make_auth):
+    """The rate limiter resolves the caller before the route: a refused token must not be verified again by the route."""
+    harness = await make_auth(plugins={"ratelimit": botcriptofy_ratelimit})
+    token = (await signup(harness.client, "twice@example.com"))["tokens"]["access_token"]
+    ring = harness.kernel.stash[STATE].keyring
+    checked: list[str] = []
+    original = ring.verify
+
+    def counting(candidate, **kwargs):
+        checked.append(candidate)
+        return original(candidate, **kwargs)
+
+    ring.verify = counting
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(3):
+        response = await harness.client.get("/v1/me", headers=bearer(forged))
+        assert response.status_code == 401 and response.headers["content-type"] == PROBLEM
+    assert checked == [forged] * 3  # once per request, not once per consumer
+    assert (await harness.client.get("/v1/me", headers=bearer(token))).status_code == 200
