@@ -16,6 +16,8 @@ from .conftest import flush
 
 TRACE = "5bf92f3577b34da6a3ce929d0e0e4736"
 
+FRESH = {"observability": {"metrics_reuse_seconds": 0}}  # every scrape renders: these tests scrape back to back
+
 
 class Slowpoke:
     """A health check hook that takes 40 ms, and a permissions hook that fails."""
@@ -40,7 +42,7 @@ def hook_samples(text: str) -> dict[tuple[str, str, str], float]:
 
 
 async def test_each_plugins_hook_calls_are_timed_and_failures_counted(kernel_harness):
-    harness = await kernel_harness(plugins={"observability": observability, "slowpoke": Slowpoke()})
+    harness = await kernel_harness(plugins={"observability": observability, "slowpoke": Slowpoke()}, settings=FRESH)
     before = hook_samples((await harness.client.get("/metrics")).text)
     assert (await harness.client.get("/-/ready")).status_code == 200
     assert (await harness.client.get("/-/ready")).status_code == 200
@@ -95,7 +97,7 @@ class Flaky:
 
 async def test_readiness_is_a_metric_refreshed_at_each_scrape(kernel_harness):
     flaky = Flaky()
-    harness = await kernel_harness(plugins={"observability": observability, "flaky": flaky})
+    harness = await kernel_harness(plugins={"observability": observability, "flaky": flaky}, settings=FRESH)
 
     async def ready() -> tuple[float, float]:
         text = (await harness.client.get("/metrics")).text

@@ -14,6 +14,8 @@ import botcriptofy_observability as observability
 from botcriptofy import ProblemError, Route, hookimpl
 from botcriptofy.testing import wait_until
 
+FRESH = {"observability": {"metrics_reuse_seconds": 0}}  # every scrape renders: for tests that scrape back to back
+
 
 class Items:
     """A test plugin with templated routes, a mount, a failing route and a route that waits to be released."""
@@ -107,7 +109,7 @@ async def test_requests_are_counted_by_route_template_method_status_class_and_ge
 
 
 async def test_metrics_expose_every_registered_collector_and_kernel_state(kernel_harness):
-    harness = await kernel_harness(plugins={"observability": observability, "items": Items()})
+    harness = await kernel_harness(plugins={"observability": observability, "items": Items()}, settings=FRESH)
     text = await scrape(harness.client)
     assert samples(text, "botcriptofy_generation") == {(): 1.0}
     enabled = samples(text, "botcriptofy_plugin_enabled")
@@ -247,3 +249,36 @@ async def test_slow_requests_are_logged_with_their_route_and_the_threshold_is_li
     with caplog.at_level(logging.WARNING, logger="botcriptofy.observability"):
         await harness.client.get("/v1/items/9")
     assert not [r for r in caplog.records if r.name == "botcriptofy.observability"]
+
+
+async def test_scrapes_share_one_render_within_the_reuse_interval(kernel_harness, monkeypatch):
+    """/metrics is public by default and not rate-limited: however many scrape, a worker renders once per interval."""
+    from botcriptofy_observability import _endpoint
+
+    renders: list[str] = []
+    choose = _endpoint.choose_encoder
+
+    def counting_choose(accept: str):
+        encoder, content_type = choose(accept)
+
+        def counting(registry):
+            renders.append(content_type)
+            return encoder(registry)
+
+        return counting, content_type
+
+    monkeypatch.setattr(_endpoint, "choose_encoder", counting_choose)
+    settings = {"observability": {"metrics_reuse_seconds": 0.5}}
+    harness = await kernel_harness(plugins={"observability": observability, "items": Items()}, settings=settings)
+    client = harness.client
+    bodies = [r.text for r in await asyncio.gather(*(client.get("/metrics") for _ in range(20)))]
+    assert len(renders) == 1 and len(set(bodies)) == 1  # twenty concurrent scrapes, one render
+    assert (await client.get("/v1/items/1")).status_code == 200
+    reused = await scrape(client)
+    assert reused == bodies[0] and len(renders) == 1  # within the interval: the same render, without the request
+    openmetrics = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text") and len(renders) == 2
+    await asyncio.sleep(0.55)
+    fresh = await scrape(client)
+    assert len(renders) == 3
+    assert samples(fresh, "http_requests_total") != samples(bodies[0], "http_requests_total")  # the request shows now

@@ -29,6 +29,13 @@ class ObservabilitySettings(PluginSettings):
         default=1.0,
         description="Under `botcriptofy serve`, how often each worker writes its in-memory metrics for the host-wide scrape.",
     )
+    metrics_reuse_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=1.0,
+        description=(
+            "A worker answers /metrics scrapes arriving within this many seconds of its last render with that render "
+            "(concurrent scrapes share one): at most one costly render per interval, whoever scrapes; 0 renders every scrape."
+        ),
+    )
     api_docs: bool = Field(default=True, description="Serve the interactive API reference (Swagger UI over /openapi.json) at /docs.")
     hook_timing: bool = Field(
         default=True, description="Time every plugin's hook implementations (botcriptofy_hook_duration_seconds); from the next generation."
