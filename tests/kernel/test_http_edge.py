@@ -342,3 +342,32 @@ async def test_problems_raised_by_plugins_keep_their_status(kernel_harness):
 
     harness = await kernel_harness(plugins={"teapot": Teapot()})
     problem(await harness.client.get("/teapot"), 418)
+
+
+async def test_concurrent_readiness_probes_share_one_run_of_the_checks(kernel_harness):
+    """/-/ready is not rate-limited and each run reaches the dependencies: probes arriving during a run share it,
+    and a probe after it ends runs the checks again (no result outlives its run)."""
+    from botcriptofy import HealthCheck
+
+    runs: list[int] = []
+    gate = asyncio.Event()
+
+    class Slow:
+        @hookimpl
+        def health_checks(self, kernel):
+            async def database():
+                runs.append(1)
+                await gate.wait()
+                return True
+
+            return [HealthCheck("db", database)]
+
+    harness = await kernel_harness(plugins={"slow": Slow()})
+    probes = [asyncio.create_task(harness.client.get("/-/ready")) for _ in range(25)]
+    await wait_until(lambda: runs)
+    await asyncio.sleep(0.05)  # every probe has arrived and waits for the run in progress
+    gate.set()
+    answers = await asyncio.gather(*probes)
+    assert [a.status_code for a in answers] == [200] * 25 and len(runs) == 1
+    assert answers[0].json()["checks"]["slow.db"]["status"] == "ok"
+    assert (await harness.client.get("/-/ready")).status_code == 200 and len(runs) == 2

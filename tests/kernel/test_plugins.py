@@ -227,3 +227,46 @@ async def test_rescan_command_waits_for_the_workers_and_names_a_refused_plugin(k
 
 def installed_names_except(name: str) -> list[str]:
     return [found for found in installed_names() if found != name]
+
+
+def test_installed_versions_are_read_once_until_a_distribution_is_installed(tmp_path, monkeypatch):
+    """/-/plugins asks for every plugin's installed version on each request: the metadata is read again only
+    when a directory of sys.path changes, as installing a distribution changes its site-packages."""
+    import importlib.metadata
+
+    from botcriptofy._manager import PluginInfo
+    from botcriptofy._runtime import installed_versions
+
+    site = tmp_path / "site"
+    site.mkdir()
+
+    def install(version: str) -> None:
+        for old in site.glob("bcf_probe_dist-*.dist-info"):
+            for file in old.iterdir():
+                file.unlink()
+            old.rmdir()
+        info = site / f"bcf_probe_dist-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: bcf-probe-dist\nVersion: {version}\n")
+
+    install("1.0.0")
+    monkeypatch.syspath_prepend(str(site))
+    reads: list[str] = []
+    real = importlib.metadata.version
+
+    def counting(name: str) -> str:
+        reads.append(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", counting)
+    probe = PluginInfo(name="probe", plugin=object(), version="1.0.0", distribution="bcf-probe-dist")
+    builtin = PluginInfo(name="kernel", plugin=object(), version="0.2.0")
+    assert installed_versions([probe, builtin]) == {"probe": "1.0.0", "kernel": "0.2.0"}
+    assert installed_versions([probe, builtin]) == {"probe": "1.0.0", "kernel": "0.2.0"}
+    assert reads == ["bcf-probe-dist"]  # read once
+
+    install("1.1.0")  # a new dist-info directory: site's modification time changes
+    assert installed_versions([probe])["probe"] == "1.1.0"
+    assert reads == ["bcf-probe-dist"] * 2
+    missing = PluginInfo(name="gone", plugin=object(), version="3.0.0", distribution="bcf-not-installed-anywhere")
+    assert installed_versions([missing]) == {"gone": "3.0.0"}  # not installed: the version the code declares

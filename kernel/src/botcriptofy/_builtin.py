@@ -6,6 +6,7 @@ It goes through the same hooks as every other plugin and cannot be disabled.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -16,7 +17,7 @@ from . import _edge, _idempotency
 from ._errors import ConfigError, ProblemError
 from ._http import Route, current_actor, is_local_client, kernel_of, operations_allowed, require
 from ._markers import hookimpl
-from ._runtime import installed_version, request_rescan
+from ._runtime import installed_versions, request_rescan
 from ._settings import mask_secrets, settings_file_name
 from ._types import ApprovalAction, ApprovalRequest, HealthCheck
 
@@ -129,8 +130,31 @@ def check_name(plugin: str, name: str) -> str:
 
 
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: every plugin's health checks pass (database, Redis when configured)."""
+    """Readiness: every plugin's health checks pass (database, Redis when configured).
+
+    Probes arriving while this worker runs the checks share that run (one at a time per generation):
+    ``/-/ready`` is exempt from rate limiting, and each run reaches the database and Redis. No result
+    is kept once its run ends, so every answer is as fresh as the run it waited for.
+    """
     kernel = kernel_of(request)
+    pending = _checking.get(kernel)
+    if pending is None:
+        pending = _checking[kernel] = asyncio.ensure_future(_run_checks(kernel))
+        pending.add_done_callback(lambda _: _checking.pop(kernel, None))
+    checks = await asyncio.shield(pending)
+    healthy = all(c.status == "ok" for c in checks.values())
+    status = "ok" if healthy else "unavailable"
+    if not await operations_allowed(request):
+        # Restricted: load balancers still get the verdict, only the details are withheld.
+        return JSONResponse({"status": status}, 200 if healthy else 503)
+    body = ReadyOut(status=status, generation=kernel.generation, checks=checks, notes=kernel.runtime.fleet_notes())
+    return JSONResponse(body.model_dump(), 200 if healthy else 503)
+
+
+_checking: weakref.WeakKeyDictionary[Kernel, asyncio.Future[dict[str, CheckOut]]] = weakref.WeakKeyDictionary()
+
+
+async def _run_checks(kernel: Kernel) -> dict[str, CheckOut]:
     checks: dict[str, CheckOut] = {}
     for plugin, contributed in (await kernel.broadcast("health_checks", kernel=kernel)).items():
         for check in contributed or ():
@@ -149,13 +173,7 @@ async def ready(request: Request) -> JSONResponse:
     for plugin, reason in kernel.runtime.not_ready().items():
         # Enabled in the settings but not started in this worker (it is retried): not ready.
         checks[f"{plugin}.started"] = CheckOut(status="fail", duration_ms=0.0, error=reason)
-    healthy = all(c.status == "ok" for c in checks.values())
-    status = "ok" if healthy else "unavailable"
-    if not await operations_allowed(request):
-        # Restricted: load balancers still get the verdict, only the details are withheld.
-        return JSONResponse({"status": status}, 200 if healthy else 503)
-    body = ReadyOut(status=status, generation=kernel.generation, checks=checks, notes=kernel.runtime.fleet_notes())
-    return JSONResponse(body.model_dump(), 200 if healthy else 503)
+    return checks
 
 
 async def plugins(request: Request) -> PluginsOut:
@@ -164,8 +182,10 @@ async def plugins(request: Request) -> PluginsOut:
 
     kernel = kernel_of(request)
     listed = []
-    for name, info in sorted(kernel.runtime.plugins.items()):
-        installed = await asyncio.to_thread(installed_version, info)
+    known = dict(kernel.runtime.plugins)  # a rescan may change the runtime's while the versions are read
+    versions = await asyncio.to_thread(installed_versions, list(known.values()))
+    for name, info in sorted(known.items()):
+        installed = versions[name]
         listed.append(
             PluginOut(
                 name=name,
