@@ -87,3 +87,17 @@ async def test_the_auth_plugin_declares_jwt_and_api_key_schemes(kernel_harness, 
     assert document["paths"]["/v1/notes"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
     assert {"401", "403"} <= set(document["paths"]["/v1/notes/{note_id}"]["delete"]["responses"])
     assert {"401", "403"} <= set(document["paths"]["/-/plugins"]["get"]["responses"])
+
+
+async def test_the_encoded_document_follows_each_generation(kernel_harness):
+    """/openapi.json is encoded once per generation: disabling a plugin drops its paths from the next answer."""
+    harness = await kernel_harness(plugins={"notes": Notes()})
+    first = await harness.client.get("/openapi.json")
+    assert first.headers["content-type"] == "application/json" and "/v1/notes" in first.json()["paths"]
+    assert (await harness.client.get("/openapi.json")).content == first.content
+    result = await harness.apply({"plugins": {"disabled": ["notes"]}})
+    assert result.applied, result.error
+    assert "/v1/notes" not in (await harness.client.get("/openapi.json")).json()["paths"]
+    result = await harness.apply({"plugins": {"disabled": []}})
+    assert result.applied, result.error
+    assert (await harness.client.get("/openapi.json")).json() == first.json()
