@@ -155,10 +155,7 @@ class KeyRing:
             raise InvalidToken("the access token has expired")
         if len(token) > 8192:
             raise InvalidToken("the access token is too long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise InvalidToken("the access token is malformed") from None
+        header = _unverified_header(token)
         kid = header.get("kid")
         verifying = self.keys.get(kid) if isinstance(kid, str) else None
         if verifying is None:
@@ -189,6 +186,22 @@ class KeyRing:
         if len(self._verified) > self._verified_max:
             self._verified.popitem(last=False)
         return claims
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The header of ``token``, read only to choose the verifying key; ``jwt.decode`` then checks the whole token strictly.
+
+    PyJWT's own reader (``jwt.get_unverified_header``) checks every character of all three segments in
+    Python, about 30 µs per token, and ``jwt.decode`` does it again: a forged token paid it twice.
+    """
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError:  # binascii.Error, UnicodeDecodeError and json's errors are ValueErrors
+        raise InvalidToken("the access token is malformed") from None
+    if not isinstance(header, dict) or token.count(".") != 2:
+        raise InvalidToken("the access token is malformed")
+    return header
 
 
 def load_keyring(signing_pem: str, retired: list[str], *, state_dir: Path, algorithm: str, production: bool) -> KeyRing:
