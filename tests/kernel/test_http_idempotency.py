@@ -249,3 +249,50 @@ async def test_api_key_creation_retried_with_its_key_mints_one_key(kernel_harnes
     assert retry.json()["key"] == first.json()["key"] and retry.headers["cache-control"] == "no-store"
     listed = (await harness.client.get("/v1/auth/api-keys", headers={"authorization": f"Bearer {token}"})).json()
     assert [item["id"] for item in listed] == [first.json()["id"]]
+
+
+class FlakyStore:
+    """The memory store, but ``complete`` and ``release`` fail as a store does when its database has just gone down."""
+
+    def __init__(self) -> None:
+        from botcriptofy._idempotency import MemoryIdempotencyStore
+
+        self.inner = MemoryIdempotencyStore()
+        self.down = False
+
+    async def claim(self, key, fingerprint, *, ttl, lease):
+        return await self.inner.claim(key, fingerprint, ttl=ttl, lease=lease)
+
+    async def complete(self, key, response, *, ttl):
+        if self.down:
+            raise ServiceUnavailable("The database is unreachable; nothing was written.", dependency="database")
+        await self.inner.complete(key, response, ttl=ttl)
+
+    async def release(self, key):
+        if self.down:
+            raise ServiceUnavailable("The database is unreachable; nothing was written.", dependency="database")
+        await self.inner.release(key)
+
+    @hookimpl
+    def idempotency_store(self, kernel):
+        return self
+
+
+async def test_a_store_failing_after_the_work_never_turns_the_answer_into_a_500(kernel_harness, caplog):
+    """The database went down while the request ran: its own answer (a 503 to retry, or the work's 201) still reaches
+    the client, instead of a 500 or a dropped connection because the key could not be released or completed."""
+    orders, store = Orders(), FlakyStore()
+    harness = await kernel_harness(plugins={"orders": orders, "identity": HeaderIdentity(), "keys": store})
+    orders.failures_left = 1
+    store.down = True
+    failed = await harness.client.post("/v1/orders", json=ORDER, headers=key_headers("k-down-1"))
+    assert failed.status_code == 503 and failed.headers["retry-after"]
+    assert failed.json()["title"] and "exchange" in failed.json()["detail"]
+    done = await harness.client.post("/v1/orders", json=ORDER, headers=key_headers("k-down-2"))
+    assert done.status_code == 201 and done.json() == {"order": 2, **ORDER}  # the work happened: its answer is delivered
+    assert orders.executions == 2
+    assert "Idempotency-Key" in caplog.text
+    store.down = False
+    # The keys stay claimed until their lease ends: a retry meanwhile is told to wait, it does not run again.
+    retried = await harness.client.post("/v1/orders", json=ORDER, headers=key_headers("k-down-2"))
+    assert retried.status_code == 409 and retried.headers["retry-after"] and orders.executions == 2

@@ -12,6 +12,10 @@ The middleware reads the whole body of a request carrying the header, fingerprin
 - the first request with the key is still running: 409 with ``Retry-After`` (the retry is not
   held open while it waits).
 
+A store that fails after the work ran (its database went down meanwhile) does not change the
+answer: the response is sent as the route made it, and the key stays claimed until its lease
+(``kernel.idempotency_lease``) ends, answering 409 meanwhile, then frees itself.
+
 The caller is the resolved actor (``kind:id``), or the client address for anonymous requests.
 """
 
@@ -207,14 +211,23 @@ class IdempotencyMiddleware:
             content = b"".join(chunks)
             settled = True
             if status >= 500 or status == 429:
-                await store.release(key)
+                await self._release_quietly(store, key)
             else:
                 kept = tuple(
                     (name.decode("latin-1").lower(), value.decode("latin-1"))
                     for name, value in start.get("headers", ())
                     if name.decode("latin-1").lower() in KEPT_HEADERS
                 )
-                await store.complete(key, StoredResponse(status, kept, content), ttl=self.ttl)
+                try:
+                    await asyncio.shield(store.complete(key, StoredResponse(status, kept, content), ttl=self.ttl))
+                except Exception:
+                    # The work is done: its answer goes out. The key stays claimed until its lease ends (a retry
+                    # meanwhile gets 409), then frees itself; failing here would turn the answer into a 500.
+                    log.warning(
+                        "could not store the response of a request with an Idempotency-Key; it was answered, "
+                        "and its key frees itself after its lease",
+                        exc_info=True,
+                    )
             await send(start)
             await send({"type": "http.response.body", "body": content})
 
