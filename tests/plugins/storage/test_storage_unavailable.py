@@ -120,3 +120,30 @@ async def test_errors_that_are_not_about_the_connection_stay_what_they_are(stora
         async with db.session(tenant_id="acme"):
             raise OSError("the caller's own file error")
     assert db.stats.counts.total() == 0
+
+
+async def test_a_new_connection_ended_under_its_first_query_is_a_503(postgres_url, kernel_harness, monkeypatch):
+    """PostgreSQL shutting down can end a connection just made, under its first query (the backend pid): asyncpg then
+    raises an internal "another operation is in progress" error. Seen live as a 500; the database is unreachable: 503."""
+    import asyncpg
+
+    from botcriptofy_storage._driver import PostgresConnection
+
+    harness = await kernel_harness(
+        plugins={"storage": botcriptofy_storage, "sample": SamplePlugin(), "writer": Writer()},
+        settings={"storage": {"url": postgres_url, "relay_enabled": False}},
+    )
+    assert (await _request(harness, "POST", "/notes")).status_code == 201
+    await harness.kernel.database().engine.dispose()  # the next request makes a new connection
+    prepare = PostgresConnection.prepare
+
+    async def ended(self, query, *args, **kwargs):
+        if "pg_backend_pid" in query:
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+        return await prepare(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresConnection, "prepare", ended)
+    _assert_503(await _request(harness, "GET", "/notes"))
+    assert _unavailable(harness, "unreachable") >= 1
+    monkeypatch.setattr(PostgresConnection, "prepare", prepare)
+    assert (await _request(harness, "GET", "/notes")).json() == {"notes": 1}

@@ -80,18 +80,27 @@ def _outbox_before_statements(engine: AsyncEngine) -> None:
             fairy.dbapi_connection.run_async(lambda driver: driver.flush_outbox())  # type: ignore[union-attr]
 
 
+def note_backend_pid(dbapi_connection: Any, record: Any) -> None:
+    """The ``connect`` listener: note the new connection's server process (signed tenant ids name it, see _rls.sign_tenant).
+
+    This is the connection's first query. A server shutting down can end the connection under it
+    (asyncpg then reports "another operation is in progress" or a lost connection): the connection
+    never became usable, so that is the database being unreachable (a 503 to retry), not a 500.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT pg_backend_pid()")
+        record.info[BACKEND_PID] = cursor.fetchone()[0]
+    except Exception as error:
+        raise DatabaseUnreachable(f"the new connection failed its first query: {type(error).__name__}: {error}") from error
+    finally:
+        cursor.close()
+
+
 def _connect_errors(engine: AsyncEngine) -> None:
     """Turn a refused, timed-out or not-yet-accepting connect into ``DatabaseUnreachable`` (a 503 at the session boundary)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _backend_pid(dbapi_connection: Any, record: Any) -> None:
-        # Signed tenant ids name the server process they were signed for (see _rls.sign_tenant).
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("SELECT pg_backend_pid()")
-            record.info[BACKEND_PID] = cursor.fetchone()[0]
-        finally:
-            cursor.close()
+    event.listen(engine.sync_engine, "connect", note_backend_pid)
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
