@@ -36,6 +36,26 @@ packages = ["src/{package}"]
 """
 
 
+SITE_PACKAGES_LOCK = Path(sys.prefix) / ".botcriptofy-test-site-packages.lock"
+
+
+@pytest.fixture
+def settled_plugins() -> Iterator[None]:
+    """Keep the installed plugins as they are for this test: no ``install_plugin`` test installs or removes one meanwhile.
+
+    For tests that list the installed plugins (to disable all but a few, say): a temporary plugin that
+    another worker installs and removes in between would otherwise appear in the list and then be
+    refused as unknown. Readers share the lock; ``install_plugin`` takes it alone.
+    """
+    lock = open(SITE_PACKAGES_LOCK, "w")  # noqa: SIM115 - held for the whole test
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
 @pytest.fixture
 def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
     """Build a plugin distribution from module source in a temporary directory and pip-install it.
@@ -45,7 +65,7 @@ def install_plugin(tmp_path: Path) -> Iterator[Callable[..., tuple[str, str]]]:
     change the environment that every kernel discovers plugins from, so they hold a lock shared by
     all pytest-xdist workers and run one at a time.
     """
-    lock = open(Path(sys.prefix) / ".botcriptofy-test-site-packages.lock", "w")  # noqa: SIM115 - held for the whole test
+    lock = open(SITE_PACKAGES_LOCK, "w")  # noqa: SIM115 - held for the whole test
     fcntl.flock(lock, fcntl.LOCK_EX)
     installed: list[str] = []
 

@@ -15,7 +15,7 @@ from botcriptofy.testing import render_settings
 from botcriptofy_agent_finance import CASES as FINANCE_CASES
 from botcriptofy_agent_subscriptions import CASES as SUBSCRIPTIONS_CASES
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("settled_plugins")]  # they list the installed plugins
 
 KEEP = {"agents", "agent_finance", "agent_subscriptions"}
 

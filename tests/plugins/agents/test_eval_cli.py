@@ -17,7 +17,7 @@ from botcriptofy_agent_security import CASES as SECURITY_CASES
 
 from .conftest import MODEL_NAME
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("settled_plugins")]  # they list the installed plugins
 
 KEEP = {"agents", "agent_security", "agent_configuration"}
 
