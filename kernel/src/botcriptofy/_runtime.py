@@ -651,9 +651,9 @@ class Runtime:
     def describe_fleet_worker(self) -> dict[str, Any]:
         """This worker for the fleet's status: its description, installed versions, refused versions, drift."""
         report = self.describe_worker()
+        versions = installed_versions(self.plugins.values())  # one look at sys.path for all of them
         for name, plugin in report["plugins"].items():
-            info = self.plugins.get(name)
-            installed = installed_version(info) if info is not None else plugin["installed"]
+            installed = versions.get(name, plugin["installed"])
             plugin["installed"] = installed
             plugin["restart_pending"] = installed != plugin["running"]
         report["refused_versions"] = {str(number): reason for number, reason in sorted(self.fleet_refused.items())}
@@ -1094,11 +1094,6 @@ def installed_versions(infos: Iterable[PluginInfo]) -> dict[str, str]:
                 known[info.distribution] = None
         found[info.name] = known[info.distribution] or info.version
     return found
-
-
-def installed_version(info: PluginInfo) -> str:
-    """The version of ``info``'s distribution installed now (it may be newer than the code running)."""
-    return installed_versions([info])[info.name]
 
 
 def rescan_directory(state_dir: Path) -> Path:
