@@ -83,7 +83,8 @@ async def cached_actor(request: Request | Scope) -> Actor | None:
 
     Never verifies credentials nor reads a database: None means "not known cheaply" (anonymous, or
     credentials to resolve with :func:`current_actor`). A caller found is kept for the request, so
-    :func:`current_actor` and :func:`require` return it without calling ``actor_from_request``.
+    :func:`current_actor` and :func:`require` return it without calling ``actor_from_request``. When
+    :func:`current_actor` already refused this request's credentials, that refusal is raised again.
     """
     scope = request.scope if isinstance(request, Request) else request
     actor = scope.get(_ACTOR_SCOPE_KEY, _UNRESOLVED)
