@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from ._errors import ProblemError, ServiceUnavailable
 from ._types import Actor
-from ._util import await_me_maybe
+from ._util import await_me_maybe, call_first
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -68,7 +68,7 @@ async def current_actor(request: Request) -> Actor | None:
     if actor is _UNRESOLVED:
         kernel = kernel_of(request)
         try:
-            actor = await await_me_maybe(kernel.hook.actor_from_request(kernel=kernel, request=request))
+            actor = await await_me_maybe(call_first(kernel.hook.actor_from_request, kernel=kernel, request=request))
         except ProblemError as error:
             request.scope[_ACTOR_SCOPE_KEY] = _Refused(error)
             raise
@@ -96,7 +96,7 @@ async def cached_actor(request: Request | Scope) -> Actor | None:
     hook = kernel.hook.cached_actor
     if not hook.get_hookimpls():
         return None
-    found = await await_me_maybe(hook(kernel=kernel, request=request if isinstance(request, Request) else Request(scope)))
+    found = await await_me_maybe(call_first(hook, kernel=kernel, request=request if isinstance(request, Request) else Request(scope)))
     if found is not None:
         scope[_ACTOR_SCOPE_KEY] = found
     return found  # type: ignore[no-any-return]

@@ -44,7 +44,7 @@ from ._types import (
     StaffCommand,
     Workflows,
 )
-from ._util import await_me_maybe
+from ._util import await_me_maybe, call_first
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class Kernel:
         return self._provide("rate_limiter")  # type: ignore[no-any-return]
 
     async def entitlements(self, tenant_id: str) -> Entitlements | None:
-        return await await_me_maybe(self.hook.entitlements_for(kernel=self, tenant_id=tenant_id))  # type: ignore[no-any-return]
+        return await await_me_maybe(call_first(self.hook.entitlements_for, kernel=self, tenant_id=tenant_id))  # type: ignore[no-any-return]
 
     async def consume_quota(self, tenant_id: str, quota: str, amount: int = 1) -> QuotaDecision | None:
         """Consume a quota; raise a 403 problem naming the quota and the plan that lifts it when refused."""

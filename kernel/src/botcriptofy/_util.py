@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pluggy import HookCaller
 
 
 async def await_me_maybe(value: Any) -> Any:
     """Return ``value``, awaited first if it is awaitable (hook implementations may be sync or async)."""
-    if inspect.isawaitable(value):
+    if type(value) is CoroutineType or inspect.isawaitable(value):
         value = await value
     return value
+
+
+def call_first(caller: HookCaller, **kwargs: Any) -> Any:
+    """Call a ``firstresult`` hook: what ``caller(**kwargs)`` returns, for the hooks on the request path.
+
+    With exactly one implementation and no wrapper (the usual case: one plugin answers "who is
+    calling" or "which plan"), the implementation is called directly with the arguments it declares:
+    pluggy's general call (argument checks, a copy of the implementations, the result loop) cost more
+    than the implementation itself. Anything else goes through pluggy.
+    """
+    impls = caller.get_hookimpls()
+    if len(impls) == 1:
+        impl = impls[0]
+        if not (impl.hookwrapper or impl.wrapper):
+            return impl.function(*[kwargs[name] for name in impl.argnames])
+    return caller(**kwargs)
 
 
 def random_uuid() -> str:
