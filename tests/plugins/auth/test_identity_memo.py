@@ -106,3 +106,33 @@ async def test_the_memoized_actor_is_shared_read_only(make_auth):
         actor.attributes["email_verified"] = True  # type: ignore[index]
     me = await harness.client.get("/v1/me", headers=bearer(token))
     assert me.status_code == 200 and me.json()["user"]["email"] == "shared@example.com"
+
+
+def test_credentials_are_read_as_the_request_headers_read_them():
+    """The memo's credential is read from the raw ASGI headers in one pass: the same answer as Starlette's
+    ``request.headers.get`` for every mix of X-API-Key and Authorization, duplicates (the first wins) and other schemes."""
+    import itertools
+
+    from starlette.requests import Request
+
+    from botcriptofy_auth._principals import _credential_headers, _credentials
+
+    def by_starlette(request: Request) -> tuple[str | None, str | None]:
+        return request.headers.get("x-api-key"), request.headers.get("authorization")
+
+    choices = [
+        (b"authorization", b"Bearer eyJ.token.sig"),
+        (b"authorization", b"Bearer  bcf_key_one "),
+        (b"authorization", b"Basic dXNlcjpwYXNz"),
+        (b"x-api-key", b" bcf_key_two"),
+        (b"x-api-key", b"caf\xe9"),  # latin-1, as Starlette decodes
+        (b"accept", b"application/json"),
+    ]
+    for size in range(4):
+        for headers in itertools.permutations(choices, size):
+            request = Request({"type": "http", "headers": [(b"host", b"h"), *headers]})
+            assert _credential_headers(request) == by_starlette(request), headers
+    request = Request({"type": "http", "headers": [(b"authorization", b"Bearer  bcf_key_one ")]})
+    assert _credentials(request) == ("bcf_key_one", True)
+    request = Request({"type": "http", "headers": [(b"authorization", b"Basic x"), (b"x-api-key", b" k ")]})
+    assert _credentials(request) == ("k", True)

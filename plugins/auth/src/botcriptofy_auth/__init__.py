@@ -27,6 +27,7 @@ from botcriptofy import (
 )
 
 from . import _events as events
+from . import _principals  # on every request's path: imported once here, not in the hook implementations
 from ._settings import SCHEMA, AuthSettings
 
 __all__ = [
@@ -178,16 +179,12 @@ def register_security_schemes(kernel: Kernel) -> dict[str, dict[str, Any]]:
 
 @hookimpl
 async def actor_from_request(kernel: Kernel, request: Request) -> Actor | None:
-    from ._principals import actor_from_request as resolve
-
-    return await resolve(kernel, request)
+    return await _principals.actor_from_request(kernel, request)
 
 
 @hookimpl
 async def cached_actor(kernel: Kernel, request: Request) -> Actor | None:
-    from ._principals import cached_actor as remembered
-
-    return await remembered(kernel, request)
+    return await _principals.cached_actor(kernel, request)
 
 
 @hookimpl

@@ -161,12 +161,31 @@ async def mark_key_revoked(kernel: Kernel, key_id: str) -> None:
 MEMO_MAX = 50_000  # credentials remembered per worker; past it the memo starts again empty
 
 
+def _credential_headers(request: Request) -> tuple[str | None, str | None]:
+    """The first ``X-API-Key`` and ``Authorization`` header values, read from the raw ASGI headers in one pass.
+
+    As ``request.headers.get`` reads them (names lower-case, values latin-1) without building the
+    request's header map, which cost more than the rest of a remembered caller's check.
+    """
+    api_key = authorization = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+                if api_key is not None:
+                    break
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+            if authorization is not None:
+                break
+    return api_key, authorization
+
+
 def _credentials(request: Request) -> tuple[str, bool] | None:
     """The request's credential and whether it is an API key; None without one (or with another scheme)."""
-    api_key = request.headers.get("x-api-key")
+    api_key, authorization = _credential_headers(request)
     if api_key is not None:
         return api_key.strip(), True
-    authorization = request.headers.get("authorization")
     if authorization is None:
         return None
     scheme, _, credentials = authorization.partition(" ")
@@ -242,8 +261,7 @@ def _remember(state: AuthState, credential: str, cache_key: str, entry: Any, act
 
 
 async def actor_from_request(kernel: Kernel, request: Request) -> Actor | None:
-    api_key = request.headers.get("x-api-key")
-    authorization = request.headers.get("authorization")
+    api_key, authorization = _credential_headers(request)
     if api_key is None and authorization is None:
         return None
     memo = await cached_actor(kernel, request)
