@@ -10,7 +10,7 @@ from ._plugin import BillingPlugin
 from ._settings import BillingSettings
 from ._signature import sign
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"
 
 plugin = BillingPlugin()
 

@@ -23,6 +23,7 @@ from botcriptofy import (
     hookimpl,
 )
 
+from . import _service  # entitlements_for runs on every authenticated request: imported once, here
 from ._models import Base
 from ._settings import SCHEMA, BillingSettings
 from ._state import STATE, BillingState
@@ -107,9 +108,7 @@ class BillingPlugin:
 
     @hookimpl
     async def entitlements_for(self, kernel: Kernel, tenant_id: str) -> Entitlements | None:
-        from ._service import entitlements_of, plan_for
-
-        return entitlements_of(await plan_for(kernel, tenant_id))
+        return _service.entitlements_of(await _service.plan_for(kernel, tenant_id))
 
     @hookimpl
     async def consume_quota(self, kernel: Kernel, tenant_id: str, quota: str, amount: int) -> QuotaDecision | None:
