@@ -161,3 +161,28 @@ async def test_auto_pipeline_keeps_each_reply_with_its_call(redis_url, redis_pre
         assert [r for i, r in enumerate(results) if i != 7] == list(range(1, 21))
     finally:
         await backend.close()
+
+
+def test_choose_reports_the_longest_refusal_else_the_closest_to_exhaustion():
+    """The outcome shown in the headers: the refusing one that waits longest (NEVER longest of all), else the
+    one with the fewest remaining; the first of equals. Checked against the definition over random verdicts."""
+    import math
+    import random
+
+    from botcriptofy_ratelimit._core import NEVER, Outcome
+    from botcriptofy_ratelimit._guard import choose
+
+    def by_definition(outcomes: list[Outcome]) -> int:
+        refused = [i for i, o in enumerate(outcomes) if not o.allowed]
+        if refused:
+            return max(refused, key=lambda i: math.inf if outcomes[i].retry_after == NEVER else outcomes[i].retry_after)
+        return min(range(len(outcomes)), key=lambda i: outcomes[i].remaining)
+
+    rng = random.Random(7)
+    for _ in range(5_000):
+        outcomes = []
+        for _ in range(rng.randint(1, 4)):
+            allowed = rng.random() < 0.6
+            retry = NEVER if allowed or rng.random() < 0.2 else rng.choice([0, 5, 5, 90, 10**6])
+            outcomes.append(Outcome(allowed, 10, rng.choice([0, 1, 1, 3, 9]), 1_000, retry))
+        assert choose(outcomes) == by_definition(outcomes), outcomes

@@ -111,3 +111,45 @@ async def test_a_known_caller_refused_by_its_plan_does_not_consume_the_flood_gua
     assert flood is not None
     probe = await state.backend.hit([flood], state.policy.penalty)
     assert probe.outcomes[0].remaining == 7
+
+
+class SharedIdentity(RememberingIdentity):
+    """Answers ``cached_actor`` with the very same actor object on every request, as the auth plugin's memo does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actors: dict[str, Actor] = {}
+
+    @hookimpl
+    def cached_actor(self, kernel: Any, request: Any) -> Actor | None:
+        tenant = request.headers.get("x-tenant")
+        if tenant is None or tenant not in self.known:
+            return None
+        return self.actors.setdefault(tenant, Actor(id=f"user-{tenant}", kind="user", tenant_id=tenant))
+
+
+async def test_a_remembered_callers_compiled_checks_follow_its_plan_and_the_route_cost(backend, limited, plans_plugin):
+    """The middleware compiles a remembered caller's subject and checks once; a new plan or another route cost
+    compiles them again on the very next request (the same actor object is presented throughout)."""
+    from botcriptofy import Entitlements
+
+    plans = plans_plugin({"t1": Entitlements("pro", {"api_rate_per_minute": SLOW, "api_burst": 50, "api_calls_per_month": 0})})
+    harness = await limited(
+        backend,
+        plugins={"identity": SharedIdentity(), "billing": plans},
+        entitlements_ttl=0,
+        route_costs={"GET /v1/thing": 5},
+    )
+    tenant = {"x-tenant": "t1"}
+    seen = [await harness.client.get("/v1/thing", headers=tenant) for _ in range(3)]
+    assert [r.status_code for r in seen] == [200, 200, 200]
+    assert [(r.headers["ratelimit-limit"], r.headers["ratelimit-remaining"]) for r in seen] == [("50", "45"), ("50", "40"), ("50", "35")]
+
+    plans.plans["t1"] = Entitlements("enterprise", {"api_rate_per_minute": SLOW, "api_burst": 200, "api_calls_per_month": 0})
+    upgraded = await harness.client.get("/v1/thing", headers=tenant)
+    assert (upgraded.headers["ratelimit-limit"], upgraded.headers["ratelimit-remaining"]) == ("200", "180")  # 4 requests of 5 tokens used
+
+    cheaper = await harness.client.get("/v1/reports/r1", headers=tenant)  # another route, cost 1, same caller
+    assert (cheaper.headers["ratelimit-limit"], cheaper.headers["ratelimit-remaining"]) == ("200", "179")
+    again = await harness.client.get("/v1/thing", headers=tenant)
+    assert (again.headers["ratelimit-limit"], again.headers["ratelimit-remaining"]) == ("200", "174")

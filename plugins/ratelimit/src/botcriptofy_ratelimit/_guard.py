@@ -15,10 +15,17 @@ def choose(outcomes: Sequence[Outcome]) -> int:
     """The outcome to report: the refusing one that waits longest, else the one closest to exhaustion."""
     if len(outcomes) == 1:
         return 0
-    refused = [i for i, outcome in enumerate(outcomes) if not outcome.allowed]
-    if refused:
-        return max(refused, key=lambda i: math.inf if outcomes[i].retry_after == NEVER else outcomes[i].retry_after)
-    return min(range(len(outcomes)), key=lambda i: outcomes[i].remaining)
+    chosen = 0
+    refused = False
+    wait = -1.0
+    for i, outcome in enumerate(outcomes):
+        if not outcome.allowed:
+            this = math.inf if outcome.retry_after == NEVER else outcome.retry_after
+            if not refused or this > wait:  # the first of equal waits, as max() picks
+                chosen, wait, refused = i, this, True
+        elif not refused and outcome.remaining < outcomes[chosen].remaining:  # the first of equal remainders, as min()
+            chosen = i
+    return chosen
 
 
 class Guard:

@@ -56,6 +56,7 @@ PROBLEM_JSON = b"application/problem+json"
 PROBLEMS = "https://botcriptofy.dev/problems/"
 WARN_AT = (80, 100)
 BLOCKED_MAX = 100_000
+_MISSING = object()
 
 
 @dataclass(slots=True)
@@ -71,6 +72,33 @@ class State:
     metrics: Metrics
     guard: Guard
     blocked: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    # Compiled per caller and per address, for the callers the identity memo returns as the same object on
+    # every request: (actor, plan, cost) -> (subject, checks), and address -> flood check.
+    compiled: dict[int, tuple[Actor, PlanSpec, int, Subject, list[Check]]] = field(default_factory=dict)
+    floods: dict[str, Check | None] = field(default_factory=dict)
+
+    def flood_check(self, ip: str) -> Check | None:
+        found = self.floods.get(ip, _MISSING)
+        if found is _MISSING:
+            if len(self.floods) >= BLOCKED_MAX:
+                self.floods.clear()
+            found = self.floods[ip] = self.policy.flood_check(ip)
+        return found  # type: ignore[return-value]
+
+    def subject_checks(self, actor: Actor | None, ip: str, plan: PlanSpec, cost: int) -> tuple[Subject, list[Check]]:
+        """The subject and its checks (never to be changed: they are shared by the caller's later requests)."""
+        if actor is None:
+            subject = self.policy.subject_of(None, ip)
+            return subject, self.policy.subject_checks(subject, plan, cost)
+        found = self.compiled.get(id(actor))
+        if found is not None and found[0] is actor and found[1] is plan and found[2] == cost:
+            return found[3], found[4]
+        subject = self.policy.subject_of(actor, ip)
+        checks = self.policy.subject_checks(subject, plan, cost)
+        if len(self.compiled) >= BLOCKED_MAX:
+            self.compiled.clear()
+        self.compiled[id(actor)] = (actor, plan, cost, subject, checks)
+        return subject, checks
 
     def remember_blocked(self, key: str, outcome: Outcome) -> None:
         if len(self.blocked) >= BLOCKED_MAX:
@@ -130,7 +158,7 @@ class RateLimitMiddleware:
         subject: Subject | None = None
         events: list[tuple[Event, str, str | None]] = []
         try:
-            flood = policy.flood_check(ip)
+            flood = state.flood_check(ip)
             if flood is not None and policy.enforce:
                 blocked = state.blocked.get(flood.key)
                 if blocked is not None:
@@ -144,7 +172,10 @@ class RateLimitMiddleware:
                     state.blocked.pop(flood.key, None)
             # A caller this worker resolved before costs no verification: its limits and the flood guard go
             # to the backend together, in one call. Any other caller passes the flood guard first.
-            actor = await _known_actor(scope)
+            try:
+                actor = await cached_actor(scope)
+            except ProblemError:
+                actor = None
             if actor is None and flood is not None:
                 verdict = await backend.hit([flood], params)
                 shown = verdict.outcomes[0]
@@ -153,11 +184,10 @@ class RateLimitMiddleware:
                     return
                 flood = None
                 actor = await _actor(scope)
-            subject = policy.subject_of(actor, ip)
             plan = await policy.plan_for(kernel, actor)
-            checks = policy.subject_checks(subject, plan, policy.cost_for(scope["method"], scope["path"]))
+            subject, checks = state.subject_checks(actor, ip, plan, policy.cost_for(scope["method"], scope["path"]))
             if flood is not None:
-                checks.insert(0, flood)
+                checks = [flood, *checks]
             if checks:
                 verdict = await backend.hit(checks, params)
                 index = choose(verdict.outcomes)
@@ -327,14 +357,6 @@ class RateLimitMiddleware:
 def _penalty_key(subject: str) -> str:
     """Idempotency key of a penalty event: one per subject and minute (a subject may be penalised again later)."""
     return f"pen:{subject}:{int(time.time() // 60)}"
-
-
-async def _known_actor(scope: Scope) -> Actor | None:
-    """The caller if this worker already knows it (``botcriptofy.cached_actor``): no verification, no database."""
-    try:
-        return await cached_actor(scope)
-    except ProblemError:
-        return None
 
 
 async def _actor(scope: Scope) -> Actor | None:
