@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
@@ -245,3 +246,52 @@ async def test_refused_credentials_are_checked_once_per_request(kernel_harness):
     accepted = await harness.client.get("/mine", headers={"Authorization": "Bearer good"})
     assert accepted.status_code == 200 and accepted.json() == {"id": "u1"}
     assert checks == ["Bearer forged", "Bearer good"]
+
+
+async def test_an_error_after_the_response_started_sends_no_second_response(kernel_harness):
+    """The generation's error layers read "started" from the edge: a ProblemError or a crash in a streamed body
+    after its start is raised to the server (which closes the connection), never answered with a second start."""
+    from starlette.responses import StreamingResponse
+
+    async def late_problem():
+        yield b"first"
+        raise ProblemError(409, "Conflict", "Too late to say so.")
+
+    async def late_crash():
+        yield b"first"
+        raise ValueError("secret")
+
+    class Streams:
+        @hookimpl
+        def register_routes(self, kernel):
+            async def problem(request):
+                return StreamingResponse(late_problem())
+
+            async def crash(request):
+                return StreamingResponse(late_crash())
+
+            return [Route("/late-problem", problem), Route("/late-crash", crash)]
+
+    harness = await kernel_harness(plugins={"streams": Streams()})
+    for path, raised in (("/late-problem", RuntimeError), ("/late-crash", ValueError)):
+        sent: list[dict[str, Any]] = []
+        requested: list[bool] = []
+
+        async def receive(requested: list[bool] = requested) -> dict[str, Any]:
+            if requested:  # the client then stays connected
+                await asyncio.sleep(60)
+            requested.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [(b"host", b"t")],
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+        }
+        with pytest.raises(raised):
+            await harness.runtime(scope, receive, send)
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200], path
+        assert sent[1]["body"] == b"first"

@@ -75,6 +75,8 @@ def security_headers(kernel: Kernel, *, tls: bool) -> list[tuple[bytes, bytes]]:
 class EdgeMiddleware:
     """The outermost middleware of every generation: security headers, problems from middleware, 503s, disconnects."""
 
+    records_response_status = True  # the status of the response start, in the scope (``response_status``)
+
     def __init__(self, app: ASGIApp, *, kernel: Kernel) -> None:
         self.app = app
         self.kernel = kernel

@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Router
 from starlette.routing import Route as _StarletteRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._errors import ProblemError, ServiceUnavailable
 from ._types import Actor
@@ -240,6 +243,14 @@ class Route(_StarletteRoute):
             name=name or endpoint.__name__,
             include_in_schema=include_in_schema,
         )
+        # Called straight, without Starlette's per-route error wrapper (another Request, a wrapper of send and
+        # a closure per request): an error raised here reaches the same handlers one layer out, in the
+        # generation's exception layer, with the same scope.
+        self.app = self._asgi
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handle(Request(scope, receive, send))
+        await response(scope, receive, send)
 
     async def _handle(self, request: Request) -> Response:
         try:
@@ -320,6 +331,74 @@ class IndexedRouter(Router):
                     await route.handle(scope, receive, send)
                     return
         await super().app(scope, receive, send)
+
+
+class ExceptionLayer(ExceptionMiddleware):
+    """Starlette's exception middleware, without its wrapper of ``send`` behind the kernel's edge.
+
+    The same handlers for the same errors (``HTTPException`` and ``ProblemError`` here; anything else
+    goes on to the edge and the server-error layer). Whether the response has started is read from the
+    edge, which records the status as it passes the start on, instead of from a wrapper of ``send`` and
+    a request object built for every request in case an error comes.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or RESPONSE_HEADERS_SCOPE_KEY not in scope:
+            await super().__call__(scope, receive, send)
+            return
+        scope["starlette.exception_handlers"] = (self._exception_handlers, self._status_handlers)
+        try:
+            await self.app(scope, receive, send)
+        except Exception as error:
+            handler: Any = self._status_handlers.get(error.status_code) if isinstance(error, HTTPException) else None
+            if handler is None:
+                handler = next((self._exception_handlers[cls] for cls in type(error).__mro__ if cls in self._exception_handlers), None)
+            if handler is None:
+                raise
+            if STATUS_SCOPE_KEY in scope:
+                raise RuntimeError("Caught handled exception, but response already started.") from error
+            response = await await_me_maybe(handler(Request(scope, receive, send), error))
+            if response is not None:
+                await response(scope, receive, send)
+            error.__traceback__ = None  # a reused exception instance would keep every request's traceback
+
+
+class ServerErrorLayer(ServerErrorMiddleware):
+    """Starlette's server-error middleware (a 500 for any error, then raised again for the server to log),
+    without its wrapper of ``send``: directly outside the kernel's edge, which records whether the response started."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.debug:
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception as error:
+            if STATUS_SCOPE_KEY not in scope:
+                handler: Any = self.handler
+                response = await await_me_maybe(handler(Request(scope), error))
+                await response(scope, receive, send)
+            raise
+
+
+class GenerationApp(Starlette):
+    """The Starlette application of a generation: :class:`ServerErrorLayer` and :class:`ExceptionLayer` as
+    its outermost and innermost middleware (the kernel's edge, the first of the plugins', records the status)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        if isinstance(app, ServerErrorMiddleware) and getattr(app.app, "records_response_status", False) and app.handler is not None:
+            app = ServerErrorLayer(app.app, handler=app.handler, debug=app.debug)
+        layer: Any = app
+        while not isinstance(layer, ExceptionMiddleware):
+            layer = layer.app
+        lean = ExceptionLayer(layer.app, debug=layer.debug)
+        lean._exception_handlers, lean._status_handlers = layer._exception_handlers, layer._status_handlers
+        parent: Any = app
+        while parent.app is not layer:
+            parent = parent.app
+        parent.app = lean
+        return app
 
 
 # ---------------------------------------------------------------------------------------------

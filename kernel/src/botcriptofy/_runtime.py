@@ -27,7 +27,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
@@ -38,7 +37,7 @@ from ._errors import ConfigError, PluginError, ProblemError
 from ._events import ConfigApplied, EventBus, EventHandler
 from ._fleet import SHARED_FILES, ConfigStore, SharedVersion, shared_digest, shared_files
 from ._history import ConfigHistory
-from ._http import KERNEL_SCOPE_KEY, IndexedRouter, handle_error
+from ._http import KERNEL_SCOPE_KEY, GenerationApp, IndexedRouter, handle_error
 from ._kernel import Kernel
 from ._manager import PluginInfo, discover, inspect_plugin, new_plugin_manager
 from ._settings import (
@@ -907,7 +906,7 @@ class Runtime:
                     hook="register_event_handlers",
                     fix="return a list of botcriptofy.EventHandler.",
                 )
-        app = Starlette(
+        app = GenerationApp(
             middleware=middleware,
             exception_handlers={Exception: handle_error, HTTPException: handle_error, ProblemError: handle_error},
         )
