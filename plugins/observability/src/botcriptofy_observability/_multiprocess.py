@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -52,6 +54,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _number(value: Any) -> int | float | str:
+    """A sample's value as the snapshot stores it: an int or a float, and a non-finite float as its text
+    (``nan``, ``inf``, ``-inf``), which orjson would write as null; :func:`_value` reads it back."""
+    if type(value) is int:
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def _value(stored: Any) -> float:
+    return float(stored) if isinstance(stored, str) else stored  # type: ignore[no-any-return]
+
+
 def encode(families: Iterable[Metric]) -> list[dict[str, Any]]:
     return [
         {
@@ -59,7 +74,7 @@ def encode(families: Iterable[Metric]) -> list[dict[str, Any]]:
             "type": family.type,
             "documentation": family.documentation,
             "unit": family.unit,
-            "samples": [[s.name, s.labels, s.value] for s in family.samples if not s.name.endswith("_created")],
+            "samples": [[s.name, s.labels, _number(s.value)] for s in family.samples if not s.name.endswith("_created")],
         }
         for family in families
     ]
@@ -79,11 +94,14 @@ def write_snapshot(path: Path, data: dict[str, Any]) -> Path:
     target = path / f"{PREFIX}{data['pid']}.json"
     fd, temporary = tempfile.mkstemp(dir=path, prefix=".snapshot.", suffix=".tmp")
     try:
-        # json.dumps, not json.dump: dump encodes in pure Python, piece by piece (about ten times the CPU, on a
-        # thread that holds the interpreter lock against the requests); dumps encodes in one pass in C.
-        text = json.dumps(data, separators=(",", ":"))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        # orjson: 0.4 ms for a worker's 0.5 MB where json.dumps takes 6 ms and json.dump, piece by piece in
+        # pure Python, ten times that, on a thread that holds the interpreter lock against the requests.
+        try:
+            encoded = orjson.dumps(data)
+        except TypeError:  # a label or value orjson does not know: the standard encoder's text
+            encoded = json.dumps(data, separators=(",", ":")).encode()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -98,7 +116,7 @@ def merge_snapshots(path: Path, skip: set[str], own_pid: int) -> list[Metric]:
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for file in sorted(path.glob(f"{PREFIX}*.json")):
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = orjson.loads(file.read_bytes())
             pid = int(data["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a snapshot being replaced or damaged: the next scrape reads it
@@ -117,9 +135,9 @@ def merge_snapshots(path: Path, skip: set[str], own_pid: int) -> list[Metric]:
             for sample_name, labels, value in item["samples"]:
                 if summed:
                     key = (sample_name, tuple(sorted(labels.items())))
-                    sums[name][key] = sums[name].get(key, 0.0) + value
+                    sums[name][key] = sums[name].get(key, 0.0) + _value(value)
                 else:
-                    family.add_sample(sample_name, {**labels, "pid": str(pid)}, value)
+                    family.add_sample(sample_name, {**labels, "pid": str(pid)}, _value(value))
     for name, values in sums.items():
         for (sample_name, labels), value in values.items():
             merged[name].add_sample(sample_name, dict(labels), value)
