@@ -186,3 +186,24 @@ def test_choose_reports_the_longest_refusal_else_the_closest_to_exhaustion():
             retry = NEVER if allowed or rng.random() < 0.2 else rng.choice([0, 5, 5, 90, 10**6])
             outcomes.append(Outcome(allowed, 10, rng.choice([0, 1, 1, 3, 9]), 1_000, retry))
         assert choose(outcomes) == by_definition(outcomes), outcomes
+
+
+def test_the_compiled_callers_and_addresses_stay_bounded():
+    """The middleware's memo holds each remembered caller's actor: past COMPILED_MAX it starts again empty."""
+    from botcriptofy import Actor
+    from botcriptofy_ratelimit._backend import MemoryBackend
+    from botcriptofy_ratelimit._guard import Guard
+    from botcriptofy_ratelimit._middleware import COMPILED_MAX, State
+
+    settings = RateLimitSettings()
+    backend = MemoryBackend()
+    state = State(Policy(settings), backend, Metrics(), Guard(backend, settings.key_prefix))
+    plan = state.policy.plan_named("free")
+    actors = [Actor(id=f"u{i}", kind="user", tenant_id=f"t{i}") for i in range(COMPILED_MAX + 5)]
+    for i, actor in enumerate(actors):
+        subject, checks = state.subject_checks(actor, f"10.0.{i // 250}.{i % 250}", plan, 1)
+        assert subject.tenant_id == f"t{i}" and checks[0].key.endswith(f"s:t:t{i}")
+        state.flood_check(f"10.0.{i // 250}.{i % 250}")
+        assert len(state.compiled) <= COMPILED_MAX and len(state.floods) <= COMPILED_MAX
+    assert len(state.compiled) == 5 and len(state.floods) == 5
+    assert state.subject_checks(actors[-1], "10.0.0.1", plan, 1)[1] is state.subject_checks(actors[-1], "10.0.0.9", plan, 1)[1]

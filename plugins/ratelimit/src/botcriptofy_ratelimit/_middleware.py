@@ -56,6 +56,7 @@ PROBLEM_JSON = b"application/problem+json"
 PROBLEMS = "https://botcriptofy.dev/problems/"
 WARN_AT = (80, 100)
 BLOCKED_MAX = 100_000
+COMPILED_MAX = 10_000  # callers and addresses compiled per worker; past it the memo starts again empty
 _MISSING = object()
 
 
@@ -80,7 +81,7 @@ class State:
     def flood_check(self, ip: str) -> Check | None:
         found = self.floods.get(ip, _MISSING)
         if found is _MISSING:
-            if len(self.floods) >= BLOCKED_MAX:
+            if len(self.floods) >= COMPILED_MAX:
                 self.floods.clear()
             found = self.floods[ip] = self.policy.flood_check(ip)
         return found  # type: ignore[return-value]
@@ -95,7 +96,7 @@ class State:
             return found[3], found[4]
         subject = self.policy.subject_of(actor, ip)
         checks = self.policy.subject_checks(subject, plan, cost)
-        if len(self.compiled) >= BLOCKED_MAX:
+        if len(self.compiled) >= COMPILED_MAX:  # it holds the actors: bounded well below the identity memo's 50,000
             self.compiled.clear()
         self.compiled[id(actor)] = (actor, plan, cost, subject, checks)
         return subject, checks
