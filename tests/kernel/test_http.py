@@ -295,3 +295,31 @@ async def test_an_error_after_the_response_started_sends_no_second_response(kern
             await harness.runtime(scope, receive, send)
         assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200], path
         assert sent[1]["body"] == b"first"
+
+
+async def test_a_plugin_middleware_may_keep_its_inner_app_under_any_name(kernel_harness):
+    """The generation's layers are composed, not found by walking ``.app`` attributes through plugins' middleware."""
+    from botcriptofy import Middleware
+
+    class Tagging:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            async def tagged(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", ()), (b"x-tagged", b"yes")]}
+                await send(message)
+
+            await self.inner(scope, receive, tagged)
+
+    class Tags:
+        @hookimpl
+        def register_middleware(self, kernel):
+            return [Middleware(Tagging, priority=150)]
+
+    harness = await kernel_harness(plugins={"shop": Shop(), "tags": Tags()})
+    ok = await harness.client.get("/items")
+    assert ok.status_code == 200 and ok.headers["x-tagged"] == "yes"
+    assert_problem(await harness.client.get("/teapot"), 418)  # the exception layer still answers problems
+    assert "x-content-type-options" in ok.headers  # the edge is still the outermost middleware

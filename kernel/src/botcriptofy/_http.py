@@ -382,23 +382,25 @@ class ServerErrorLayer(ServerErrorMiddleware):
 
 
 class GenerationApp(Starlette):
-    """The Starlette application of a generation: :class:`ServerErrorLayer` and :class:`ExceptionLayer` as
-    its outermost and innermost middleware (the kernel's edge, the first of the plugins', records the status)."""
+    """The Starlette application of a generation, composed as Starlette composes its own: a server-error
+    layer, the plugins' middleware, an exception layer, the router. The two layers are
+    :class:`ServerErrorLayer` (when the outermost middleware is the kernel's edge, which records whether
+    the response started) and :class:`ExceptionLayer`."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        app = super().build_middleware_stack()
-        if isinstance(app, ServerErrorMiddleware) and getattr(app.app, "records_response_status", False) and app.handler is not None:
-            app = ServerErrorLayer(app.app, handler=app.handler, debug=app.debug)
-        layer: Any = app
-        while not isinstance(layer, ExceptionMiddleware):
-            layer = layer.app
-        lean = ExceptionLayer(layer.app, debug=layer.debug)
-        lean._exception_handlers, lean._status_handlers = layer._exception_handlers, layer._status_handlers
-        parent: Any = app
-        while parent.app is not layer:
-            parent = parent.app
-        parent.app = lean
-        return app
+        error_handler = None
+        handlers: dict[Any, Any] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                handlers[key] = value
+        app: ASGIApp = ExceptionLayer(self.router, handlers=handlers, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        outermost = self.user_middleware[0].cls if self.user_middleware else None
+        lean = error_handler is not None and getattr(outermost, "records_response_status", False)
+        return (ServerErrorLayer if lean else ServerErrorMiddleware)(app, handler=error_handler, debug=self.debug)
 
 
 # ---------------------------------------------------------------------------------------------
