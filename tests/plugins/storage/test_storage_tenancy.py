@@ -308,3 +308,29 @@ async def test_a_login_role_that_cannot_use_the_rls_role_gets_a_clear_error(owne
     error = harness.runtime.plugins["storage"].error
     assert error is not None and "row-level security could not be set up" in error and "rls_role" in error
     assert "must have admin option on role" in error
+
+
+def test_tenant_ids_are_coerced_to_the_columns_python_type():
+    """A UUID column (directly or under a TypeDecorator) gets uuid.UUID; text columns and as_uuid=False keep the text."""
+    from sqlalchemy.types import TypeDecorator
+
+    from botcriptofy_storage._tenancy import TenantScopeError, coerce_tenant
+
+    class WrappedUuid(TypeDecorator):
+        impl = Uuid
+        cache_ok = True
+
+    class _Base(DeclarativeBase):
+        pass
+
+    def model(name: str, column_type: object) -> type:
+        return type(name, (_Base,), {"__tablename__": name.lower(), "id": mapped_column(String, primary_key=True),
+                                     "tenant_id": mapped_column(column_type)})
+
+    tenant = "7f1c6f5e-3b0a-4a39-9f7e-2f3d2b6a9c11"
+    assert coerce_tenant(model("Direct", Uuid), tenant) == uuid.UUID(tenant)
+    assert coerce_tenant(model("Wrapped", WrappedUuid), tenant) == uuid.UUID(tenant)
+    assert coerce_tenant(model("AsText", Uuid(as_uuid=False)), tenant) == tenant
+    assert coerce_tenant(model("Plain", String), tenant) == tenant
+    with pytest.raises(TenantScopeError, match="not a UUID"):
+        coerce_tenant(model("Strict", Uuid), "acme")

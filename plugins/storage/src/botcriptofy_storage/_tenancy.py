@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import TypeDecorator, Uuid, event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, UOWTransaction, mapperlib, registry, with_loader_criteria
 from sqlalchemy.sql import visitors
@@ -113,13 +113,20 @@ def _touched_tenant_tables(statement: Any) -> list[str]:
 # -- values ---------------------------------------------------------------------------------
 
 
+def _holds_uuids(cls: Any) -> bool:
+    """Whether ``cls.tenant_id`` is a UUID column read as ``uuid.UUID`` (directly or under a TypeDecorator)."""
+    column = inspect(cls).columns.get(TENANT_COLUMN)
+    if column is None:
+        return False
+    column_type = column.type
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
+    return isinstance(column_type, Uuid) and bool(column_type.as_uuid)
+
+
 def coerce_tenant(cls: Any, tenant: str) -> Any:
     """Return ``tenant`` as the Python type of ``cls.tenant_id`` (a UUID column gets a ``uuid.UUID``)."""
-    try:
-        python_type = inspect(cls).columns[TENANT_COLUMN].type.python_type
-    except (KeyError, NotImplementedError):  # SQLAlchemy types without a Python type raise NotImplementedError
-        return tenant
-    if python_type is uuid.UUID and not isinstance(tenant, uuid.UUID):
+    if _holds_uuids(cls) and not isinstance(tenant, uuid.UUID):
         try:
             return uuid.UUID(str(tenant))
         except ValueError:
