@@ -181,9 +181,12 @@ def _credential_headers(request: Request) -> tuple[str | None, str | None]:
     return api_key, authorization
 
 
-def _credentials(request: Request) -> tuple[str, bool] | None:
-    """The request's credential and whether it is an API key; None without one (or with another scheme)."""
-    api_key, authorization = _credential_headers(request)
+def _credentials(request: Request, headers: tuple[str | None, str | None] | None = None) -> tuple[str, bool] | None:
+    """The request's credential and whether it is an API key; None without one (or with another scheme).
+
+    ``headers`` are the request's :func:`_credential_headers` when the caller has read them already.
+    """
+    api_key, authorization = _credential_headers(request) if headers is None else headers
     if api_key is not None:
         return api_key.strip(), True
     if authorization is None:
@@ -195,7 +198,7 @@ def _credentials(request: Request) -> tuple[str, bool] | None:
     return credentials, credentials.startswith("bcf_")
 
 
-async def cached_actor(kernel: Kernel, request: Request) -> Actor | None:
+async def cached_actor(kernel: Kernel, request: Request, headers: tuple[str | None, str | None] | None = None) -> Actor | None:
     """The caller resolved earlier in this worker for the same credentials, if that resolution still holds.
 
     No signature check, no database: the memo entry names the cache entry its actor was built from,
@@ -205,7 +208,7 @@ async def cached_actor(kernel: Kernel, request: Request) -> Actor | None:
     worker, so the memo stops answering at once. With ``strict_revocation`` the revocation marker is
     read as well, as on the full path.
     """
-    found = _credentials(request)
+    found = _credentials(request, headers)
     if found is None:
         return None
     state = state_of(kernel)
@@ -261,10 +264,10 @@ def _remember(state: AuthState, credential: str, cache_key: str, entry: Any, act
 
 
 async def actor_from_request(kernel: Kernel, request: Request) -> Actor | None:
-    api_key, authorization = _credential_headers(request)
+    headers = api_key, authorization = _credential_headers(request)
     if api_key is None and authorization is None:
         return None
-    memo = await cached_actor(kernel, request)
+    memo = await cached_actor(kernel, request, headers)
     if memo is not None:
         return memo
     await catalogue_of(kernel)  # a new generation's catalogue invalidates cached callers before one is read
