@@ -76,7 +76,9 @@ class DrainingServer(Server):  # type: ignore[misc]
     It stops accepting, answers every request still arriving on its open connections with
     ``Connection: close`` (the client reconnects, to another worker), and only after
     :attr:`DRAIN_GRACE` seconds closes the connections left idle. Closing an idle keep-alive
-    connection at once would race a client sending on it, and that request would fail.
+    connection at once would race a client sending on it, and that request would fail. A request in
+    flight when draining starts is told by uvicorn's own flag: its response says ``Connection: close``
+    (or, if it has started already, its connection closes after it).
     """
 
     DRAIN_GRACE = 2.0
@@ -85,6 +87,10 @@ class DrainingServer(Server):  # type: ignore[misc]
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         self.draining = True
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)  # the request being served on it, if any
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
         for server in self.servers:
             server.close()
         for sock in sockets or []:
@@ -97,7 +103,11 @@ class DrainingServer(Server):  # type: ignore[misc]
 
 
 class CloseWhenDraining:
-    """ASGI wrapper: once the server drains, every response says ``Connection: close``."""
+    """ASGI wrapper: a request that arrives once the server drains gets ``Connection: close``.
+
+    Before that, ``send`` is handed to the app as it is (no wrapper per request): the requests in
+    flight when draining starts are marked by :meth:`DrainingServer.shutdown`.
+    """
 
     def __init__(self, app: Any, server: DrainingServer) -> None:
         self.app = app
@@ -107,12 +117,12 @@ class CloseWhenDraining:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, _settle_before_started(send))
             return
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self.server.draining:
             await self.app(scope, receive, send)
             return
 
         async def send_closing(message: Any) -> None:
-            if message["type"] == "http.response.start" and self.server.draining:
+            if message["type"] == "http.response.start":
                 headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
