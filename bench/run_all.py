@@ -2,17 +2,21 @@
 
 A bench script is any ``bench/*.py`` except this file and helpers whose name starts with ``_``.
 Each runs as its own process with this interpreter; its output is streamed as it comes. At the end
-a summary lists each script's exit status and duration; the exit status is 1 if any script failed.
+a summary lists each script's exit status, duration and the load average (1 minute) before and after it, with
+the machine's description; the exit status is 1 if any script failed.
 Usage: ``python bench/run_all.py [-k SUBSTRING ...] [--list]``; arguments after ``--`` go to every script.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import machine
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,21 +36,23 @@ def main() -> int:
         print("\n".join(path.name for path in found))
         return 0
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    summary: list[tuple[str, int, float]] = []
+    summary: list[tuple[str, int, float, float, float]] = []
+    print(f"make bench: {machine()}; load average {os.getloadavg()[0]:.2f}", flush=True)
     for path in found:
-        print(f"\n=== {path.name} ===", flush=True)
+        load_before = os.getloadavg()[0]
+        print(f"\n=== {path.name} (load average {load_before:.2f}) ===", flush=True)
         started = time.monotonic()
         try:
             code = subprocess.run([sys.executable, str(path), *extra], cwd=HERE.parent, check=False).returncode
         except KeyboardInterrupt:
             code = 130
-        summary.append((path.name, code, time.monotonic() - started))
+        summary.append((path.name, code, time.monotonic() - started, load_before, os.getloadavg()[0]))
         if code == 130:
             break
-    print("\n=== summary ===")
-    for name, code, seconds in summary:
-        print(f"{'ok    ' if code == 0 else f'FAILED ({code})'}  {name:<40} {seconds:6.0f} s")
-    return 0 if all(code == 0 for _, code, _ in summary) else 1
+    print(f"\n=== summary: {machine()} ===")
+    for name, code, seconds, before, after in summary:
+        print(f"{'ok    ' if code == 0 else f'FAILED ({code})'}  {name:<40} {seconds:6.0f} s  load average {before:.2f} -> {after:.2f}")
+    return 0 if all(row[1] == 0 for row in summary) else 1
 
 
 if __name__ == "__main__":
