@@ -240,6 +240,18 @@ def _kernel(
         response.raise_for_status()
         headers = {"Authorization": f"Bearer {response.json()['tokens']['access_token']}"}
         if api_key:
+            # An API key needs a verified address (and, with billing, a plan that has API keys): set both as an
+            # operator would, then log in again so the server reads the account as it is now.
+            email = f"bench-{port}@example.com"
+            operator = [BOTCRIPTOFY, "--settings", str(settings_dir)]
+            env = {**os.environ, "BOTCRIPTOFY_ENV": "development"}
+            subprocess.run([*operator, "users", "verify-email", "--email", email], check=True, capture_output=True, env=env)
+            if "billing" in plugins:
+                tenant = response.json()["tenant"]["id"]
+                subprocess.run([*operator, "billing", "assign", tenant, "internal"], check=True, capture_output=True, env=env)
+            login = httpx.post(f"{base}/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=30)
+            login.raise_for_status()
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
             created = httpx.post(f"{base}/v1/auth/api-keys", headers=headers, json={"name": "bench", "scopes": ["trading:read"]})
             created.raise_for_status()
             headers = {"X-API-Key": created.json()["key"]}

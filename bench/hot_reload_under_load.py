@@ -121,8 +121,13 @@ def package_bench_plugins(directory: Path) -> Path:
     (site / "botcriptofy_benchplugins" / "__init__.py").write_text(BENCH_PLUGINS)
     info = site / "botcriptofy_benchplugins-0.1.0.dist-info"
     info.mkdir()
+    # Declares the kernel installed now (its minor series), as a plugin released with it would: a fixed range
+    # goes stale at the next kernel release and the kernel then refuses the bench's own plugins.
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("botcriptofy").split(".")[:2])
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: botcriptofy-benchplugins\nVersion: 0.1.0\n"
-                                   "Requires-Dist: botcriptofy>=0.1,<0.2\n")
+                                   f"Requires-Dist: botcriptofy>={major}.{minor},<{major}.{minor + 1}\n")
     (info / "entry_points.txt").write_text("[botcriptofy]\nbenchroute = botcriptofy_benchplugins:route_plugin\n"
                                            "benchtoggle = botcriptofy_benchplugins:toggle_plugin\n")
     (info / "RECORD").write_text("")
