@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from pydantic import ValidationError
 
@@ -21,6 +20,8 @@ from . import _engine
 from ._models import backtests, utcnow
 from ._settings import TradingSettings
 from ._strategy import BUILT_IN, Strategy, is_strategy
+
+# numpy is imported inside the functions that use it: a worker serving no backtest or bot never loads it (~20 MB of RSS).
 
 log = logging.getLogger("botcriptofy.trading")
 
@@ -201,6 +202,7 @@ async def execute(kernel: Kernel, backtest_id: str, tenant_id: str, settings: Tr
 
 def compute(cls: type[Strategy], parameters: Any, rows: list[dict[str, Any]], request: dict[str, Any], points: int) -> dict[str, Any]:
     """Run the engine and shape a JSON result (times as ISO strings, the equity curve sampled to ``points``)."""
+    import numpy as np
     started = time.perf_counter()
     series = _engine.Series.from_rows(rows)
     signals = cls.signals(series.close, parameters)

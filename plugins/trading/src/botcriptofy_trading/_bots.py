@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, localcontext
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -27,6 +26,8 @@ from ._backtests import strategies, validate_parameters
 from ._events import BotOrderFilled, BotStopped, DailyLossHit
 from ._models import bot_fills, bot_orders, bots, decisions, saved_strategies, utcnow
 from ._settings import TradingSettings
+
+# numpy is imported inside the functions that use it: a worker serving no backtest or bot never loads it (~20 MB of RSS).
 
 log = logging.getLogger("botcriptofy.trading")
 
@@ -362,6 +363,7 @@ async def tick(kernel: Kernel, tenant_id: str, bot_id: str, *, run: int | None =
     ``upto`` decides on the newest candle at or before that time (for tests and replays); ``run``
     makes a runner of an older start exit. Returns ``{"state", "action", "wait"}``.
     """
+    import numpy as np
     settings = settings_of(kernel)
     row = await get_row(kernel, tenant_id, bot_id)
     if row.status != "running" or (run is not None and row.run != run):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+# numpy is imported inside the functions that use it: a worker serving no backtest or bot never loads it (~20 MB of RSS).
+if TYPE_CHECKING:
+    import numpy as np
+
 
 SECONDS_PER_YEAR = 365.25 * 86400
 
@@ -28,6 +31,8 @@ class Series:
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]]) -> Series:
+        import numpy as np
+
         return cls(
             time=[row["time"] for row in rows],
             open=np.fromiter((row["open"] for row in rows), float, len(rows)),
@@ -39,6 +44,8 @@ class Series:
 
 def desired_position(signals: np.ndarray) -> np.ndarray:
     """Carry each +1/-1 wish forward until the next one (vectorised forward fill); 1 long, 0 flat."""
+    import numpy as np
+
     index = np.where(signals != 0, np.arange(len(signals)), 0)
     np.maximum.accumulate(index, out=index)
     held = signals[index]
@@ -50,6 +57,8 @@ def run(
     series: Series, signals: np.ndarray, *, cash: float, fee_rate: float, slippage_bps: float = 0.0, whole_units: bool = False
 ) -> dict[str, Any]:
     """Backtest ``signals`` over ``series``; return trades, the equity curve and the statistics."""
+    import numpy as np
+
     bars = len(series.close)
     wanted = desired_position(signals)
     # Position changes act on the next bar's open: a change after bar i's close trades at bar i+1.
@@ -114,6 +123,8 @@ def run(
 
 
 def statistics(series: Series, equity: np.ndarray, trades: list[dict[str, Any]], cash: float) -> dict[str, Any]:
+    import numpy as np
+
     peaks = np.maximum.accumulate(equity)
     drawdown = 1 - equity / peaks
     returns = np.diff(equity) / equity[:-1] if len(equity) > 1 else np.array([])

@@ -6,10 +6,13 @@ A strategy sees only bar closes up to the bar it decides on; the backtest acts o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# numpy is imported inside the functions that use it: a worker serving no backtest or bot never loads it (~20 MB of RSS).
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Parameters(BaseModel):
@@ -47,6 +50,7 @@ def is_strategy(cls: Any) -> bool:
 
 def sma(values: np.ndarray, period: int) -> np.ndarray:
     """Simple moving average; NaN until ``period`` values exist."""
+    import numpy as np
     out = np.full(values.shape, np.nan)
     if len(values) >= period:
         cumulative = np.cumsum(np.insert(values.astype(float), 0, 0.0))
@@ -56,6 +60,7 @@ def sma(values: np.ndarray, period: int) -> np.ndarray:
 
 def rsi(values: np.ndarray, period: int) -> np.ndarray:
     """Wilder's relative strength index (0-100); NaN for the first ``period`` values."""
+    import numpy as np
     out = np.full(values.shape, np.nan)
     if len(values) <= period:
         return out
@@ -95,6 +100,7 @@ class SmaCross(Strategy):
 
     @staticmethod
     def signals(close: np.ndarray, params: Any) -> np.ndarray:
+        import numpy as np
         fast, slow = sma(close, params.fast), sma(close, params.slow)
         above = fast > slow
         valid = ~(np.isnan(fast) | np.isnan(slow))
@@ -125,6 +131,7 @@ class RsiReversion(Strategy):
 
     @staticmethod
     def signals(close: np.ndarray, params: Any) -> np.ndarray:
+        import numpy as np
         value = rsi(close, params.period)
         with np.errstate(invalid="ignore"):
             return (value < params.lower).astype(np.int8) - (value > params.upper).astype(np.int8)
