@@ -111,6 +111,15 @@ class Tally:
     missing_retry_after: int = 0
 
 
+
+def is_sqlite(path: Path) -> bool:
+    """A SQLite database file, by its header (prometheus-client's multiprocess files are ``*.db`` too: not data)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(16) == b"SQLite format 3\x00"
+    except OSError:  # a directory, or gone meanwhile
+        return False
+
 async def load(base: str, clients: int, stop_at: float, tally: Tally, marks: dict[str, float]) -> None:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=15.0) as client:
@@ -266,7 +275,7 @@ async def run_scenario(name: str, args: argparse.Namespace) -> bool:
                     print(f"workers afterwards: {worker_pids(server.process.pid)}")
                 log_lines = server.log_path.read_text().splitlines()
                 errors = [line for line in log_lines if " 500 " in line or "Exception in ASGI application" in line]
-                sqlite_files = sorted(str(path) for path in directory.rglob("*.db"))
+                sqlite_files = sorted(str(path) for path in directory.rglob("*") if is_sqlite(path))
                 refusals = sum("configuration refused" in line for line in log_lines)
             finally:
                 server.stop()

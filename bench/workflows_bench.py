@@ -202,7 +202,6 @@ RSS_PROBE = textwrap.dedent(
         plugins = {}
         if sys.argv[2] == "workflows":
             from botcriptofy_workflows import WorkflowsPlugin
-from botcriptofy_workflows._state import ENGINE  # the bench reads the engine's client directly
             plugins["workflows"] = WorkflowsPlugin()
         (directory / "settings.toml").write_text(render_settings({}, state_dir=directory / "state"))
         runtime = Runtime(directory, env="testing", plugins=plugins, discover=False, watch=False)
