@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -246,9 +247,16 @@ def _kernel(
             operator = [BOTCRIPTOFY, "--settings", str(settings_dir)]
             env = {**os.environ, "BOTCRIPTOFY_ENV": "development"}
             subprocess.run([*operator, "users", "verify-email", "--email", email], check=True, capture_output=True, env=env)
+            tenant = response.json()["tenant"]["id"]
             if "billing" in plugins:
-                tenant = response.json()["tenant"]["id"]
                 subprocess.run([*operator, "billing", "assign", tenant, "internal"], check=True, capture_output=True, env=env)
+            else:
+                # Without billing the plan is the tenant row's (a sign-up gets Free, which has no API keys): set it in
+                # the bench's own scratch database, as a plan change would.
+                database = sections["storage"]["url"].split("///", 1)[1]
+                with sqlite3.connect(database) as connection:
+                    updated = connection.execute("UPDATE auth_tenants SET plan = 'pro' WHERE id = ?", (tenant,)).rowcount
+                assert updated == 1, f"tenant {tenant} not found in {database}"
             login = httpx.post(f"{base}/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=30)
             login.raise_for_status()
             headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
