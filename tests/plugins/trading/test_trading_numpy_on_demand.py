@@ -38,7 +38,10 @@ PROBE = textwrap.dedent(
             from botcriptofy_trading._strategy import SmaCross
 
             start = datetime(2026, 1, 1, tzinfo=UTC)
-            rows = [{"time": start + timedelta(hours=i), "open": 1.0 + i % 7, "high": 9.0, "low": 0.5, "close": 1.0 + i % 5} for i in range(60)]
+            rows = [
+                {"time": start + timedelta(hours=i), "open": 1.0 + i % 7, "high": 9.0, "low": 0.5, "close": 1.0 + i % 5}
+                for i in range(60)
+            ]
             result = compute(SmaCross, SmaCross.Parameters(fast=3, slow=8), rows, {"cash": 1000.0, "fee_rate": 0.0}, 10)
             print(json.dumps({"status": status, "numpy_after_serving": served, "numpy_after_backtest": "numpy" in sys.modules,
                               "candles": result["candles"]}))
