@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
 
 import botcriptofy_audit
 import botcriptofy_storage
-from botcriptofy import ProblemError
+from botcriptofy import Kernel, ProblemError
 from botcriptofy_audit._models import entries
 from botcriptofy_workflows import WorkflowsPlugin
+from botcriptofy_workflows._plugin import ENGINE
+from botcriptofy_workflows._temporal import AUDIT_ACTIVITY, ApprovalWorkflow
 
 from .conftest import AGENT, settings, staff
 
@@ -116,3 +122,55 @@ async def test_rejected_expired_and_failed_approvals_are_audited(audited, time_s
         ("approval.action_failed", "failure"),
     ]
     assert "not refundable" in steps[-1]["details"]["error"]
+
+
+@pytest.fixture
+def slow_api_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API process takes half a second to write its audit entries (a busy worker, a slow database)."""
+    record = Kernel.audit
+
+    async def slow(self: Kernel, action: str, **values: Any) -> None:
+        if action in {"approval.requested", "approval.approved", "approval.rejected"}:
+            await asyncio.sleep(0.5)
+        await record(self, action, **values)
+
+    monkeypatch.setattr(Kernel, "audit", slow)
+
+
+async def test_a_request_is_on_record_before_it_expires(audited: Any, slow_api_side: None) -> None:
+    kernel = audited.kernel
+    expiring = await ask(kernel, expires_in=0.05)
+    await kernel.workflows().wait(f"approval.{expiring.id}")
+    assert [s["action"] for s in await trail(kernel, expiring.id)] == ["approval.requested", "approval.expired"]
+
+
+async def test_a_decision_is_on_record_before_the_action_runs(audited: Any, slow_api_side: None) -> None:
+    kernel = audited.kernel
+    failing = await ask(kernel, action="probe.refuse")
+    await kernel.decide_approval(failing.id, approve=True, actor=staff("finance:approve"), reason="ok")
+    await kernel.workflows().wait(f"approval.{failing.id}")
+    steps = await trail(kernel, failing.id)
+    assert [(s["action"], s["actor_id"], s["actor_kind"]) for s in steps] == [
+        ("approval.requested", "agent:finance", "service"),
+        ("approval.approved", "user:ana", "user"),
+        ("approval.action_failed", "service:workflows", "service"),
+    ]
+    assert steps[1]["details"]["reason"] == "ok"
+
+
+@pytest.mark.parametrize("decision", ["approved", "rejected"])
+async def test_approvals_in_flight_across_the_upgrade_replay_unchanged(decision: str) -> None:
+    """Histories written by 0.1.1 (which audited from the API process) still replay: the change is patched."""
+    path = Path(__file__).parent / "histories" / f"approval-{decision}-0.1.1.json"
+    history = WorkflowHistory.from_json(f"approval-{decision}", path.read_text())
+    await Replayer(workflows=[ApprovalWorkflow]).replay_workflow(history)
+
+
+async def test_a_history_written_by_this_version_replays(audited: Any) -> None:
+    kernel = audited.kernel
+    approval = await ask(kernel)
+    await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:approve"))
+    await kernel.workflows().wait(f"approval.{approval.id}")
+    history = await kernel.stash[ENGINE].client.get_workflow_handle(f"approval.{approval.id}").fetch_history()
+    assert sum(1 for event in history.events if event.activity_task_scheduled_event_attributes.activity_type.name == AUDIT_ACTIVITY) == 2
+    await Replayer(workflows=[ApprovalWorkflow]).replay_workflow(history)

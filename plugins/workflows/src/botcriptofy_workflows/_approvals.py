@@ -3,7 +3,8 @@
 Every step is written to the audit trail through ``kernel.audit(...)``: ``approval.requested`` (by
 the requester), ``approval.approved`` / ``approval.rejected`` (by the deciding actor; a decider
 without the permission as ``approval.decision_refused``), ``approval.expired``, and for an approved
-request ``approval.action_executed`` or ``approval.action_failed``.
+request ``approval.action_executed`` or ``approval.action_failed``. The workflow writes each step through an
+activity, in its own order: the decision is on record before the action runs, whatever the API process is doing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from botcriptofy import Actor, ApprovalAction, ApprovalRequest, Event, Kernel, ProblemError, acting_as
 
 from ._codec import approval_from_data, approval_to_data
-from ._temporal import APPROVAL_WORKFLOW, OUTCOME_ACTIVITY, PRESENT_ACTIVITY
+from ._temporal import APPROVAL_WORKFLOW, AUDIT_ACTIVITY, OUTCOME_ACTIVITY, PRESENT_ACTIVITY
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -51,14 +52,20 @@ def workflow_id(approval_id: str) -> str:
 
 
 async def audit_step(
-    kernel: Kernel, approval: ApprovalRequest, action: str, *, actor: Actor | None = None, outcome: str = "success", **details: Any
+    kernel: Kernel,
+    approval: ApprovalRequest,
+    action: str,
+    *,
+    actor_id: str = "service:workflows",
+    actor_kind: str | None = "service",
+    outcome: str = "success",
+    **details: Any,
 ) -> None:
     """Record one step of ``approval`` in the audit trail (the payload stays out: it may hold personal data)."""
     await kernel.audit(
         action,
-        actor=actor,
-        actor_id=None if actor is not None else "service:workflows",
-        actor_kind=None if actor is not None else "service",
+        actor_id=actor_id,
+        actor_kind=actor_kind,
         tenant_id=approval.tenant_id,
         target=f"approval:{approval.id}",
         outcome=outcome,
@@ -136,19 +143,12 @@ class TemporalApprovals:
             APPROVAL_WORKFLOW,
             {
                 "approval": approval_to_data(approval),
+                "requester_kind": requester.kind,
                 "action_queue": self.engine.queue(known[0]),
                 "retry": {**self.engine.retry, "attempts": settings.approval_max_attempts},
             },
             id=workflow_id(approval.id),
             task_queue=self.engine.queue("workflows"),
-        )
-        await audit_step(
-            self.engine.kernel.current(),
-            approval,
-            "approval.requested",
-            actor=requester,
-            expires_at=approval.expires_at.isoformat(),
-            destructive=approval.destructive,
         )
         return approval
 
@@ -175,7 +175,14 @@ class TemporalApprovals:
         if current is None:
             raise ProblemError(404, "Unknown approval", f"There is no approval request '{approval_id}'.", type=PROBLEM)
         if not actor.can(current.permission):
-            await audit_step(self.engine.kernel.current(), current, "approval.decision_refused", actor=actor, outcome="denied")
+            await audit_step(
+                self.engine.kernel.current(),
+                current,
+                "approval.decision_refused",
+                actor_id=actor.id,
+                actor_kind=actor.kind,
+                outcome="denied",
+            )
             raise ProblemError(
                 403,
                 "Forbidden",
@@ -186,14 +193,18 @@ class TemporalApprovals:
             raise self._conflict(current)
         handle = self.engine.client.get_workflow_handle(workflow_id(approval_id))
         try:
-            decided = await handle.execute_update("decide", {"approve": approve, "actor": actor.id, "reason": reason})
+            decision = {"approve": approve, "actor": actor.id, "actor_kind": actor.kind, "reason": reason}
+            decided = await handle.execute_update("decide", decision)
         except (WorkflowUpdateFailedError, RPCError):
             latest = await self.get(approval_id)
             if latest is not None and latest.status != "pending":
                 raise self._conflict(latest) from None
             raise
         result = approval_from_data(decided)
-        await audit_step(self.engine.kernel.current(), result, f"approval.{result.status}", actor=actor, reason=reason)
+        if not decided.get("audited_by_workflow"):  # a workflow started before the trail moved into the workflow
+            await audit_step(
+                self.engine.kernel.current(), result, f"approval.{result.status}", actor_id=actor.id, actor_kind=actor.kind, reason=reason
+            )
         return result
 
     @staticmethod
@@ -209,7 +220,15 @@ class TemporalApprovals:
 
 
 def approval_activities(engine: Engine) -> list[Any]:
-    """Activities of the approval workflow: present the request, report its outcome."""
+    """Activities of the approval workflow: record a step in the trail, present the request, report its outcome."""
+
+    @activity.defn(name=AUDIT_ACTIVITY)
+    async def audit(entry: dict[str, Any]) -> None:
+        approval = approval_from_data(entry["approval"])
+        details = {key: value for key, value in entry["details"].items() if value is not None}
+        await audit_step(
+            engine.kernel.current(), approval, entry["step"], actor_id=entry["actor_id"], actor_kind=entry["actor_kind"], **details
+        )
 
     @activity.defn(name=PRESENT_ACTIVITY)
     async def present(data: dict[str, Any]) -> None:
@@ -248,4 +267,4 @@ def approval_activities(engine: Engine) -> list[Any]:
                 )
             await kernel.broadcast("present_approval", kernel=kernel, approval=approval)
 
-    return [present, outcome]
+    return [audit, present, outcome]

@@ -40,6 +40,9 @@ APPROVAL_WORKFLOW = "botcriptofy.approval"
 SCHEDULED_CALL_WORKFLOW = "botcriptofy.scheduled-call"
 PRESENT_ACTIVITY = "botcriptofy.approval-present"
 OUTCOME_ACTIVITY = "botcriptofy.approval-outcome"
+AUDIT_ACTIVITY = "botcriptofy.approval-audit"
+# Workflows started before this patch had the API process audit the request and the decision.
+AUDIT_IN_WORKFLOW = "approval-audit-in-workflow"
 SCHEDULE_PREFIX = "schedule:"
 ACTION_PREFIX = "approval-action:"
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -154,11 +157,17 @@ class ApprovalWorkflow:
     @workflow.init
     def __init__(self, request: dict[str, Any]) -> None:
         self.state: dict[str, Any] = dict(request["approval"])
+        self.decider_kind: str | None = None
 
     @workflow.run
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         quick = timedelta(seconds=30)
         presenting = RetryPolicy(maximum_attempts=5)
+        # The trail is written from here, in the workflow's order: no step can be recorded before the one it follows.
+        audits = workflow.patched(AUDIT_IN_WORKFLOW)
+        if audits:
+            details = {"expires_at": self.state["expires_at"], "destructive": self.state.get("destructive", False)}
+            await self._audit("approval.requested", self.state["requester"], request.get("requester_kind"), details)
         await workflow.execute_activity(PRESENT_ACTIVITY, self.state, start_to_close_timeout=quick, retry_policy=presenting)
         expires_at = datetime.fromisoformat(self.state["expires_at"])
         remaining = max((expires_at - workflow.now()).total_seconds(), 0.001)
@@ -166,6 +175,9 @@ class ApprovalWorkflow:
             await workflow.wait_condition(lambda: self.state["status"] != "pending", timeout=timedelta(seconds=remaining))
         except TimeoutError:
             self.state["status"] = "expired"
+        if audits and self.state["status"] in ("approved", "rejected"):
+            details = {"reason": self.state.get("reason")}
+            await self._audit(f"approval.{self.state['status']}", self.state["decided_by"], self.decider_kind, details)
         result: Any = None
         error: str | None = None
         if self.state["status"] == "approved":
@@ -184,6 +196,16 @@ class ApprovalWorkflow:
         await workflow.execute_activity(OUTCOME_ACTIVITY, outcome, start_to_close_timeout=quick, retry_policy=presenting)
         return outcome
 
+    async def _audit(self, step: str, actor_id: str, actor_kind: str | None, details: dict[str, Any]) -> None:
+        """Record ``step``; retried until the trail takes it, since the action must not run unrecorded."""
+        entry = {"approval": self.state, "step": step, "actor_id": actor_id, "actor_kind": actor_kind, "details": details}
+        await workflow.execute_activity(
+            AUDIT_ACTIVITY,
+            entry,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=60)),
+        )
+
     @workflow.update
     def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
         self.state.update(
@@ -192,7 +214,8 @@ class ApprovalWorkflow:
             decided_at=workflow.now().isoformat(),
             reason=decision.get("reason"),
         )
-        return dict(self.state)
+        self.decider_kind = decision.get("actor_kind")
+        return {**self.state, "audited_by_workflow": workflow.patched(AUDIT_IN_WORKFLOW)}
 
     @decide.validator
     def _decide_only_once(self, decision: dict[str, Any]) -> None:
