@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from botcriptofy import ConfigApplied, EventHandler, hookimpl
+from botcriptofy.testing import wait_until
 
 
 class Listener:
@@ -34,3 +37,41 @@ async def test_a_change_and_a_rollback_are_published_with_the_plugins_switched(k
     ]
     assert [p["version"] for p in listener.seen] == [first, first + 1, first + 2]
 
+
+class SlowListener:
+    """Handles ConfigApplied only when the test lets it: an outbox or audit trail slow under load."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.seen: list[int] = []
+
+    @hookimpl
+    def register_event_handlers(self, kernel):
+        async def handle(envelope):
+            await self.release.wait()
+            self.seen.append(envelope.payload["version"])
+
+        return [EventHandler("slow-listener", handle, events=(ConfigApplied,))]
+
+
+async def test_a_slow_announcement_does_not_hold_back_the_next_saved_change(kernel_harness):
+    listener = SlowListener()
+    harness = await kernel_harness(plugins={"listener": listener, "other": Other()}, watch=True)
+    start = harness.kernel.config_version
+    await asyncio.sleep(0.1)
+    harness.write_settings({"plugins": {"disabled": ["other"]}})
+    await wait_until(lambda: "other" not in harness.kernel.plugins, timeout=5)
+    harness.write_settings({})
+    # The first change's ConfigApplied is still being handled; the second change is live all the same.
+    await wait_until(lambda: "other" in harness.kernel.plugins, timeout=5)
+    assert listener.seen == []
+    listener.release.set()
+    await wait_until(lambda: len(listener.seen) == 2, timeout=5)
+    assert listener.seen == [start + 1, start + 2]  # published in the order the versions were applied
+
+
+async def test_reload_returns_once_its_change_is_announced(kernel_harness):
+    listener = Listener()
+    harness = await kernel_harness(plugins={"listener": listener, "other": Other()})
+    assert (await harness.apply({"plugins": {"disabled": ["other"]}})).applied
+    assert [p["stopped"] for p in listener.seen] == [["other"]]
