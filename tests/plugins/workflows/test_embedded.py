@@ -86,6 +86,17 @@ async def test_the_dev_server_killed_is_restarted_and_schedules_resume(kernel_ha
     assert (await harness.client.get("/-/ready")).status_code == 200
 
 
+async def test_the_dev_server_is_out_of_reach_of_the_services_process_group(kernel_harness, probe):
+    """Ctrl-C in a terminal, or a supervisor's stop, signals the service's process group: not the dev server.
+
+    It stopped at once, and its supervisor, still running while the service drained, restarted it ("exited
+    with code 0; restarting it"). The service stops it in order at shutdown; it dies with its owner anyway.
+    """
+    harness = await embedded(kernel_harness, Probe())
+    server = engine_of(harness).server.process.pid
+    assert os.getpgid(server) != os.getpgid(0) and os.getsid(server) != os.getsid(0)
+
+
 async def test_disabling_a_plugin_pauses_its_schedules_and_enabling_resumes_them(kernel_harness, probe):
     harness = await embedded(kernel_harness, ticking(probe, seconds=60))
     show = "/v1/admin/schedules/probe.tick"

@@ -220,6 +220,9 @@ class EmbeddedServer:
                 stdout=log_file,
                 stderr=log_file,
                 preexec_fn=_die_with_parent,
+                # A session of its own: a signal to the service's process group (Ctrl-C, a supervisor's stop) is
+                # not for it. The service stops it at shutdown, after draining; it dies with its owner anyway.
+                start_new_session=True,
             )
         finally:
             log_file.close()
