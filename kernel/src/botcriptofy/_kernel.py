@@ -177,19 +177,24 @@ class Kernel:
 
     # -- calling hooks --------------------------------------------------------------------
 
-    async def broadcast(self, hook_name: str, **kwargs: Any) -> dict[str, Any]:
+    async def broadcast(self, hook_name: str, *, strict: bool = False, **kwargs: Any) -> dict[str, Any]:
         """Call every implementation of a hook in isolation; return each plugin's result.
 
-        A failing implementation is logged with ``plugin`` and ``hook`` and left out of the result.
+        A failing implementation is logged with ``plugin`` and ``hook`` and left out of the result; with
+        ``strict`` the others still run, then the first failure is raised.
         """
         results: dict[str, Any] = {}
+        failure: Exception | None = None
         for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
             try:
                 results[impl.plugin_name] = await await_me_maybe(impl.function(**{name: kwargs[name] for name in impl.argnames}))
-            except Exception:
+            except Exception as error:
+                failure = failure or error
                 log.exception(
                     "plugin '%s', hook '%s' failed", impl.plugin_name, hook_name, extra={"plugin": impl.plugin_name, "hook": hook_name}
                 )
+        if strict and failure is not None:
+            raise failure
         return results
 
     async def call_plugin(self, plugin: str, hook_name: str, **kwargs: Any) -> Any:
@@ -371,12 +376,15 @@ class Kernel:
         request_id: str | None = None,
         client_address: str | None = None,
         details: Mapping[str, Any] | None = None,
+        strict: bool = False,
     ) -> None:
         """Record an audit entry through every ``record_audit`` implementation (the audit plugin).
 
         ``actor`` fills ``actor_id``, ``actor_kind`` and ``tenant_id`` unless they are given. Pass
         pseudonymous ids, never e-mail addresses, and no secret in ``details``. Without a recorder
-        the entry is dropped and the kernel logs that once per process.
+        the entry is dropped and the kernel logs that once per process. A recorder's failure is
+        logged; with ``strict`` it is raised as well (after the other recorders ran), for work that
+        must not go on unrecorded: retry the call.
         """
         if actor is not None:
             actor_id = actor_id or actor.id
@@ -400,7 +408,7 @@ class Kernel:
             details=dict(details or {}),
             occurred_at=datetime.now(UTC),
         )
-        await self.broadcast("record_audit", kernel=self, record=record)
+        await self.broadcast("record_audit", strict=strict, kernel=self, record=record)
 
     async def has_consent(self, subject: DataSubject | str, purpose: str) -> bool:
         """Return whether ``subject`` (a :class:`DataSubject` or a user id) consents now to ``purpose``.

@@ -15,7 +15,7 @@ from temporalio.worker import Replayer
 
 import botcriptofy_audit
 import botcriptofy_storage
-from botcriptofy import Kernel, ProblemError
+from botcriptofy import AuditRecord, Kernel, ProblemError, hookimpl
 from botcriptofy_audit._models import entries
 from botcriptofy_workflows import WorkflowsPlugin
 from botcriptofy_workflows._plugin import ENGINE
@@ -174,3 +174,37 @@ async def test_a_history_written_by_this_version_replays(audited: Any) -> None:
     history = await kernel.stash[ENGINE].client.get_workflow_handle(f"approval.{approval.id}").fetch_history()
     assert sum(1 for event in history.events if event.activity_task_scheduled_event_attributes.activity_type.name == AUDIT_ACTIVITY) == 2
     await Replayer(workflows=[ApprovalWorkflow]).replay_workflow(history)
+
+
+class FailingTrail:
+    """An audit recorder that refuses the decision twice (its database unreachable), and what it kept."""
+
+    def __init__(self, probe: Any) -> None:
+        self.probe = probe
+        self.kept: list[tuple[str, int]] = []  # (action, the probe's action attempts when it was recorded)
+        self.refused = 0
+
+    @hookimpl
+    async def record_audit(self, kernel: Any, record: AuditRecord) -> None:
+        if record.action == "approval.approved" and self.refused < 2:
+            self.refused += 1
+            raise ConnectionError("audit database unreachable")
+        self.kept.append((record.action, self.probe.attempts))
+
+
+async def test_the_action_waits_until_the_trail_takes_the_decision(kernel_harness: Any, time_skipping: Any, probe: Any) -> None:
+    trail = FailingTrail(probe)
+    harness = await kernel_harness(
+        plugins={"workflows": WorkflowsPlugin(client=time_skipping.client), "probe": probe, "trail": trail}, settings=settings()
+    )
+    try:
+        kernel = harness.kernel
+        approval = await ask(kernel)
+        await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:approve"))
+        outcome = await kernel.workflows().wait(f"approval.{approval.id}")
+        assert outcome["error"] is None and probe.attempts == 1
+        assert trail.refused == 2
+        # Recorded once the trail took it, before the action's first attempt.
+        assert trail.kept == [("approval.requested", 0), ("approval.approved", 0), ("approval.action_executed", 1)]
+    finally:
+        await harness.close()

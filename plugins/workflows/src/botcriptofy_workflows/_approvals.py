@@ -59,11 +59,16 @@ async def audit_step(
     actor_id: str = "service:workflows",
     actor_kind: str | None = "service",
     outcome: str = "success",
+    strict: bool = False,
     **details: Any,
 ) -> None:
-    """Record one step of ``approval`` in the audit trail (the payload stays out: it may hold personal data)."""
+    """Record one step of ``approval`` in the audit trail (the payload stays out: it may hold personal data).
+
+    ``strict``: a recorder's failure is raised, so that the workflow's activity is retried.
+    """
     await kernel.audit(
         action,
+        strict=strict,
         actor_id=actor_id,
         actor_kind=actor_kind,
         tenant_id=approval.tenant_id,
@@ -227,7 +232,13 @@ def approval_activities(engine: Engine) -> list[Any]:
         approval = approval_from_data(entry["approval"])
         details = {key: value for key, value in entry["details"].items() if value is not None}
         await audit_step(
-            engine.kernel.current(), approval, entry["step"], actor_id=entry["actor_id"], actor_kind=entry["actor_kind"], **details
+            engine.kernel.current(),
+            approval,
+            entry["step"],
+            actor_id=entry["actor_id"],
+            actor_kind=entry["actor_kind"],
+            strict=True,  # a trail that did not take the step fails the activity: it is retried, the action waits
+            **details,
         )
 
     @activity.defn(name=PRESENT_ACTIVITY)
