@@ -111,7 +111,6 @@ class Tally:
     missing_retry_after: int = 0
 
 
-
 def is_sqlite(path: Path) -> bool:
     """A SQLite database file, by its header (prometheus-client's multiprocess files are ``*.db`` too: not data)."""
     try:
@@ -119,6 +118,7 @@ def is_sqlite(path: Path) -> bool:
             return file.read(16) == b"SQLite format 3\x00"
     except OSError:  # a directory, or gone meanwhile
         return False
+
 
 async def load(base: str, clients: int, stop_at: float, tally: Tally, marks: dict[str, float]) -> None:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
