@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from botcriptofy import ConfigApplied, EventHandler, hookimpl
+from botcriptofy import ConfigApplied, EventHandler, ServiceUnavailable, hookimpl
 from botcriptofy.testing import wait_until
 
 
@@ -75,3 +75,47 @@ async def test_reload_returns_once_its_change_is_announced(kernel_harness):
     harness = await kernel_harness(plugins={"listener": listener, "other": Other()})
     assert (await harness.apply({"plugins": {"disabled": ["other"]}})).applied
     assert [p["stopped"] for p in listener.seen] == [["other"]]
+
+
+class FlakyOutbox:
+    """An outbox whose database is unreachable for its first ``down`` writes (ServiceUnavailable, as storage raises)."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.attempts = 0
+        self.stored: list[dict] = []
+
+    @hookimpl
+    def event_outbox(self, kernel):
+        return self
+
+    async def add(self, envelopes, *, session=None):
+        self.attempts += 1
+        if self.attempts <= self.down:
+            raise ServiceUnavailable("The database is unreachable; nothing was written.", retry_after=1, dependency="database")
+        self.stored.extend(envelope.payload for envelope in envelopes if envelope.type == ConfigApplied.event_type)
+
+
+async def test_an_announcement_refused_by_an_unavailable_database_is_retried_in_order(kernel_harness):
+    outbox = FlakyOutbox(down=2)
+    harness = await kernel_harness(plugins={"listener": Listener(), "other": Other(), "outbox": outbox})
+    outbox.attempts = 0  # from here the database is down for two writes
+    first = await harness.apply({"plugins": {"disabled": ["other"]}})
+    assert first.applied
+    second = await harness.apply({})
+    assert [p["version"] for p in outbox.stored] == [first.version, second.version]
+    assert outbox.attempts == 4  # two refused, then one write per version
+
+
+async def test_an_announcement_that_cannot_be_published_does_not_hold_config_apply_for_long(monkeypatch, kernel_harness):
+    import botcriptofy._runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "ANNOUNCE_WAIT", 0.3)
+    monkeypatch.setattr(runtime_module, "STOP_ANNOUNCE_WAIT", 0.3)
+    outbox = FlakyOutbox(down=1000)
+    harness = await kernel_harness(plugins={"listener": Listener(), "other": Other(), "outbox": outbox})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await harness.apply({"plugins": {"disabled": ["other"]}})).applied
+    assert loop.time() - started < 3  # the event is still being retried in the background
+    assert "other" not in harness.kernel.plugins and outbox.stored == []

@@ -33,7 +33,7 @@ from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 
 from ._cache import LocalCache
-from ._errors import ConfigError, PluginError, ProblemError
+from ._errors import ConfigError, PluginError, ProblemError, ServiceUnavailable
 from ._events import ConfigApplied, EventBus, EventHandler
 from ._fleet import SHARED_FILES, ConfigStore, SharedVersion, shared_digest, shared_files
 from ._history import ConfigHistory
@@ -58,6 +58,12 @@ log = logging.getLogger("botcriptofy")
 
 BUILTIN_PLUGIN = "core"
 RESCAN_REQUEST = "request"
+# A ConfigApplied refused by an unavailable dependency (the database of the outbox) is retried this long,
+# with backoff, before it is given up (logged). reload(), rollback() and apply_files() wait for their event
+# at most ANNOUNCE_WAIT seconds; stop() waits STOP_ANNOUNCE_WAIT, then cancels what is left.
+ANNOUNCE_RETRY_FOR = 300.0
+ANNOUNCE_WAIT = 5.0
+STOP_ANNOUNCE_WAIT = 10.0
 
 
 @dataclass
@@ -249,11 +255,10 @@ class Runtime:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
             self._watcher = None
-        try:
-            async with asyncio.timeout(10):
-                await self.announced()
-        except TimeoutError:
-            log.warning("stopping before the last ConfigApplied event was published (still trying after 10 s)")
+        if not await self.announced(timeout=STOP_ANNOUNCE_WAIT) and self._announcing is not None:
+            log.warning("stopping before the last ConfigApplied event was published (given up after %s s)", STOP_ANNOUNCE_WAIT)
+            self._announcing.cancel()
+            await asyncio.gather(self._announcing, return_exceptions=True)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         kernel = self.current
@@ -311,18 +316,27 @@ class Runtime:
     async def reload(self, *, source: str = "file", rescan: bool = False, note: str = "") -> ApplyResult:
         """Load the settings again and apply them if they changed; an invalid change is refused and logged.
 
-        Returns once the change's :class:`ConfigApplied` event is published. The settings watcher does
-        not wait for that: the next saved change is applied while the event is still on its way.
+        Returns once the change's :class:`ConfigApplied` event is published, or after ``ANNOUNCE_WAIT``
+        seconds while it is still being retried. The settings watcher does not wait for it: the next
+        saved change is applied while the event is still on its way.
         """
         async with self._lock:
             result = await self._apply(source=source, rescan=rescan, note=note)
-        await self.announced()
+        await self.announced(timeout=ANNOUNCE_WAIT)
         return result
 
-    async def announced(self) -> None:
-        """Wait until the :class:`ConfigApplied` events of the changes applied so far are published."""
-        while self._announcing is not None and not self._announcing.done():
-            await asyncio.gather(self._announcing, return_exceptions=True)
+    async def announced(self, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until the :class:`ConfigApplied` events of the changes applied so far are published (or given up).
+
+        With ``timeout``, wait at most that long; return whether none is pending any more.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while self._announcing is not None and not self._announcing.done():
+                    await asyncio.wait({self._announcing})  # never cancels the announcement itself
+        except TimeoutError:
+            return False
+        return True
 
     def _announce(self, kernel: Kernel, *, source: str, note: str, changes: dict[str, list[str]]) -> None:
         """Publish ``kernel``'s ConfigApplied in the background, after the ones before it.
@@ -335,7 +349,7 @@ class Runtime:
         async def announce() -> None:
             if before is not None:
                 await asyncio.gather(before, return_exceptions=True)
-            await publish_config_applied(kernel, source=source, note=note, changes=changes)
+            await publish_config_applied(kernel, source=source, note=note, changes=changes, retry_for=ANNOUNCE_RETRY_FOR)
 
         self._announcing = asyncio.create_task(announce(), name=f"botcriptofy-config-applied-{kernel.generation}")
 
@@ -362,7 +376,7 @@ class Runtime:
             self.check_files(target.files)
             write_settings_files(self.settings_dir, target.files)
             result = await self._apply(source=source, note=f"rollback to version {version}")
-        await self.announced()
+        await self.announced(timeout=ANNOUNCE_WAIT)
         return result
 
     async def apply_files(self, files: Mapping[str, str], *, source: str = "api", actor: str = "", note: str = "") -> ApplyResult:
@@ -389,7 +403,7 @@ class Runtime:
                             _write_atomically(self.settings_dir / name, before[name])
                         else:
                             (self.settings_dir / name).unlink(missing_ok=True)
-            await self.announced()
+            await self.announced(timeout=ANNOUNCE_WAIT)
             if result.error:
                 raise ConfigError(result.error)
             return result
@@ -409,7 +423,7 @@ class Runtime:
             log.info("configuration version %s accepted for the fleet (source %s%s)", shared.version, source, f", {actor}" if actor else "")
             result = await self._adopt(shared, source=source)
         self._fleet_wake.set()  # report the new state at once
-        await self.announced()
+        await self.announced(timeout=ANNOUNCE_WAIT)
         return result
 
     async def _apply(
@@ -1171,8 +1185,12 @@ def read_workers(state_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-async def publish_config_applied(kernel: Kernel, *, source: str, note: str, changes: dict[str, list[str]]) -> None:
-    """Publish :class:`ConfigApplied` on the new generation (the audit trail records it); a failure is logged, not raised."""
+async def publish_config_applied(kernel: Kernel, *, source: str, note: str, changes: dict[str, list[str]], retry_for: float = 0.0) -> None:
+    """Publish :class:`ConfigApplied` on the new generation (the audit trail records it); a failure is logged, not raised.
+
+    While a dependency is unavailable (:class:`ServiceUnavailable`: the outbox's database down), the
+    publication is retried with backoff for up to ``retry_for`` seconds.
+    """
     if not kernel.events.handler_names(ConfigApplied.event_type):
         return  # nobody listens: do not fill the outbox
     rollback = note.removeprefix("rollback to version ") if note.startswith("rollback to version ") else None
@@ -1186,7 +1204,26 @@ async def publish_config_applied(kernel: Kernel, *, source: str, note: str, chan
         restarted=changes.get("restarted", []),
         reconfigured=changes.get("reconfigured", []),
     )
-    try:
-        await kernel.events.publish(event)
-    except Exception:
-        log.exception("configuration version %s applied, but its ConfigApplied event could not be published", kernel.config_version)
+    deadline = time.monotonic() + retry_for
+    delay = 0.5
+    waited = False
+    while True:
+        try:
+            await kernel.events.publish(event)
+        except ServiceUnavailable as error:
+            if time.monotonic() + delay <= deadline:
+                if not waited:
+                    log.warning(
+                        "configuration version %s applied; its ConfigApplied event waits: %s (retrying)", kernel.config_version, error
+                    )
+                waited = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            log.exception("configuration version %s applied, but its ConfigApplied event could not be published", kernel.config_version)
+        except Exception:
+            log.exception("configuration version %s applied, but its ConfigApplied event could not be published", kernel.config_version)
+        else:
+            if waited:
+                log.info("configuration version %s: its ConfigApplied event is published", kernel.config_version)
+        return
