@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata as metadata
 import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -1204,12 +1206,16 @@ async def publish_config_applied(kernel: Kernel, *, source: str, note: str, chan
         restarted=changes.get("restarted", []),
         reconfigured=changes.get("reconfigured", []),
     )
+    # Every worker of a host applies the same version and publishes it: one key per host (its name and state
+    # directory) and version lets the handlers, the audit trail among them, keep it once.
+    host = hashlib.sha256(f"{socket.gethostname()}:{kernel.state_dir.resolve()}".encode()).hexdigest()[:16]
+    key = f"config-applied:{host}:{kernel.config_version}"
     deadline = time.monotonic() + retry_for
     delay = 0.5
     waited = False
     while True:
         try:
-            await kernel.events.publish(event)
+            await kernel.events.publish(event, idempotency_key=key)
         except ServiceUnavailable as error:
             if time.monotonic() + delay <= deadline:
                 if not waited:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from botcriptofy.testing import wait_until
@@ -11,7 +12,7 @@ from botcriptofy_auth._accounts import mark_email_verified
 from botcriptofy_billing._service import assign
 from support import STRONG_PASSWORD, signup, staff
 
-from .conftest import PLUGINS, full_settings
+from .conftest import PLUGINS, audit_settings, full_settings
 
 
 async def _actions(client, headers, **params) -> list[str]:
@@ -111,3 +112,35 @@ async def test_signed_export_of_a_range(database_url, kernel_harness):
     assert not verify_export("".join(line + "\n" for line in lines[1:]), keyring)
     member = await staff(harness, "viewer@botcriptofy.example", {"audit": "viewer"})
     assert (await client.get("/v1/admin/audit/export", headers=member)).status_code == 403
+
+
+class Toggled:
+    """A plugin the test switches off: a change to apply."""
+
+
+async def test_a_change_every_worker_of_a_host_applies_is_in_the_trail_once(database_url, kernel_harness, tmp_path):
+    """Each worker publishes ConfigApplied for the version it applied: one entry per version and host, not per worker."""
+    import sqlalchemy as sa
+
+    from botcriptofy_audit._models import entries
+
+    plugins = {**{name: PLUGINS[name] for name in ("storage", "audit")}, "toggled": Toggled()}
+    base = {**audit_settings(database_url), "kernel": {"state_dir": str(tmp_path / "one-host")}}
+    workers = [await kernel_harness(plugins=plugins, settings=base) for _ in range(2)]
+    change = {**base, "plugins": {"disabled": ["toggled"]}}
+    versions = {(await worker.apply(change)).version for worker in workers}
+    assert len(versions) == 1  # the host's configuration history numbers it once
+    [version] = versions
+
+    async def recorded() -> list[str]:
+        async with workers[0].kernel.database().session(system=True) as session:
+            rows = await session.execute(sa.select(entries.c.action).where(entries.c.target.in_([f"config:{version}", "plugin:toggled"])))
+            return [row[0] for row in rows]
+
+    await wait_until(lambda: _has(recorded, "plugin.disabled"), timeout=10)
+    await asyncio.sleep(0.5)  # the relay had its chance to deliver the second worker's event too
+    assert sorted(await recorded()) == ["config.applied", "plugin.disabled"]
+
+
+async def _has(read, action: str) -> bool:
+    return action in await read()
