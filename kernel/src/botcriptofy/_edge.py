@@ -4,11 +4,14 @@ The built-in plugin puts :class:`EdgeMiddleware` outside every plugin's middlewa
 security headers (computed once per generation) and the headers inner middleware asked for
 (``add_response_headers``) to every response, records its status for ``response_status``, renders problems raised by
 middleware without dropping the connection, turns dependency errors into 503 through the
-``translate_error`` hook, counts 503s, and logs a client that went away mid-request at info level.
+``translate_error`` hook, counts 503s, logs a client that went away mid-request at info level, and
+calls the generation's response observers (``register_response_observers``) after each response.
 """
 
 from __future__ import annotations
 
+import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
@@ -29,6 +32,8 @@ from ._types import Middleware
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
+
+log = logging.getLogger("botcriptofy.http")
 
 EDGE_PRIORITY = -1000
 CORS_PRIORITY = -900
@@ -87,6 +92,23 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        observers = self.kernel.response_observers
+        if not observers:
+            await self._serve(scope, receive, send)
+            return
+        started = perf_counter()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            elapsed = perf_counter() - started
+            status = scope.get(STATUS_SCOPE_KEY, 0)
+            for observer in observers:
+                try:
+                    observer(scope, status, elapsed)
+                except Exception:
+                    log.exception("response observer %r failed", observer)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         extra = self.tls_headers if scope.get("scheme") == "https" else self.plain_headers
         started = False
         pending: list[tuple[bytes, bytes]] = []  # headers inner middleware asked for (add_response_headers)

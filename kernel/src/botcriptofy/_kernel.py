@@ -40,6 +40,7 @@ from ._types import (
     QuotaDecision,
     RateLimiter,
     Recipient,
+    ResponseObserver,
     SecretBox,
     StaffCommand,
     Workflows,
@@ -81,6 +82,7 @@ class Kernel:
         self.stash = stash
         self.events = EventBus(self, ())
         self.app: Starlette | None = None
+        self.response_observers: tuple[ResponseObserver, ...] = ()  # register_response_observers, called by the edge
         self.config_version: int | None = None
         self.inflight = 0
         self.retired = False

@@ -949,6 +949,16 @@ class Runtime:
             )
         middleware = [item for _, item in await self._collect(kernel, "register_middleware")]
         middleware.sort(key=lambda item: item.priority if isinstance(item, Middleware) else 300)
+        observers = await self._collect(kernel, "register_response_observers")
+        for plugin, observer in observers:
+            if not callable(observer):
+                raise PluginError(
+                    plugin,
+                    f"returned {type(observer).__name__}, not a callable",
+                    hook="register_response_observers",
+                    fix="return a list of callables taking (scope, status, seconds).",
+                )
+        kernel.response_observers = tuple(observer for _, observer in observers)
         handlers: list[EventHandler] = []
         for plugin, handler in await self._collect(kernel, "register_event_handlers"):
             handlers.append(replace(handler, plugin=plugin) if isinstance(handler, EventHandler) and handler.plugin is None else handler)

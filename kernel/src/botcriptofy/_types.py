@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +62,10 @@ class Middleware(_StarletteMiddleware):
     def __init__(self, cls: Any, *args: Any, priority: int = 300, **kwargs: Any) -> None:
         super().__init__(cls, *args, **kwargs)
         self.priority = priority
+
+
+ResponseObserver = Callable[[MutableMapping[str, Any], int, float], None]
+"""Called by the kernel's edge after every response: ``(scope, status, seconds)`` (see ``register_response_observers``)."""
 
 
 @dataclass(frozen=True, slots=True)

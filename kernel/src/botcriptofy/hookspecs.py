@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         QuotaDecision,
         RateLimiter,
         Recipient,
+        ResponseObserver,
         Schedule,
         SecretBox,
         SettingsSchema,
@@ -137,6 +138,23 @@ def register_middleware(kernel: Kernel) -> list[Middleware] | None:
     """Contribute ASGI middleware; :class:`botcriptofy.Middleware` ``priority`` orders them (lower wraps outer).
 
     :return: a list of middleware, or None.
+    """
+
+
+@hookspec
+def register_response_observers(kernel: Kernel) -> list[ResponseObserver] | None:
+    """Contribute callables the kernel's edge calls after every HTTP response, instead of a middleware.
+
+    Each is called as ``observer(scope, status, seconds)`` once the request is over: the response's
+    status (0 when none started: the server answers 500, or the client is gone) and the seconds
+    since the edge received the request. Every response is seen, including those answered before any
+    route was chosen (a rate limit's 429, a 503, an idempotent replay: ``"router" not in scope``); the
+    matched route, when there is one, is ``scope["route"]``. Observers run on the event loop after
+    the response went out, so they must be quick and must not await; one that raises is logged and
+    the others still run. Collected once per generation. Cheaper than a middleware that only
+    watches: no layer for requests to cross, and one clock reading shared by every observer.
+
+    :return: a list of observers, or None.
     """
 
 
