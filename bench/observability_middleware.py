@@ -1,11 +1,15 @@
-"""Per-request cost of the observability plugin's request-metrics middleware.
+"""Per-request cost of the observability plugin's request metrics.
 
-Two measurements, each against a baseline measured in the same run:
+Three measurements, each against a baseline measured in the same run:
 
 1. in process (no network, no server): a Starlette app with a templated JSON route is called
-   directly through ASGI, with and without ``RequestMetricsMiddleware``; the difference per request is
-   the middleware's own cost (clock reads, wrapped ``send``, series look-up, counter and histogram);
-2. over HTTP with wrk (unless ``--no-wrk``): ``botcriptofy serve`` with only the observability
+   directly through ASGI, with and without ``RequestMetricsMiddleware`` (how an app served without
+   the kernel takes the metrics); the difference per request is the middleware's own cost (a layer,
+   clock reads, wrapped ``send``, series look-up, histogram);
+2. in process, the kernel: a runtime with only the built-in plugin and the same route, called through
+   ASGI with the generation's response observers empty and then holding the plugin's
+   ``RequestMetrics`` (how the plugin takes them under the kernel: the edge reads the clock and calls it);
+3. over HTTP with wrk (unless ``--no-wrk``): ``botcriptofy serve`` with only the observability
    plugin enabled against the same server with it disabled, one uvicorn worker each,
    ``wrk -t2 -c50 -d10s --latency`` on ``/-/health``, alternating.
 
@@ -78,6 +82,44 @@ async def in_process(count: int, rounds: int) -> tuple[float, float]:
     return min(bare_times), min(metered_times)
 
 
+async def kernel_in_process(count: int, rounds: int) -> tuple[float, float]:
+    """Seconds per request through a kernel generation without and with the request-metrics observer."""
+    from botcriptofy import Route, Runtime, hookimpl
+    from botcriptofy.testing import render_settings
+    from botcriptofy_observability import RequestMetrics
+    from botcriptofy_observability._metrics import HttpMetrics
+
+    class Items:
+        @hookimpl
+        def register_routes(self, kernel):  # type: ignore[no-untyped-def]
+            async def item(request):  # type: ignore[no-untyped-def]
+                from starlette.responses import JSONResponse
+
+                return JSONResponse({"id": request.path_params["id"]})
+
+            return [Route("/v1/other/{x}", item), Route("/v1/items/{id:int}", item)]
+
+    with scratch("bench-obs-kernel-") as tmp:
+        (tmp / "settings.toml").write_text(render_settings({"kernel": {"state_dir": str(tmp / "var")}}))
+        runtime = Runtime(tmp, env="testing", plugins={"items": Items()}, discover=False, watch=False)
+        await runtime.start()
+        try:
+            kernel = runtime.current
+            assert kernel is not None
+            observed = (RequestMetrics(http=HttpMetrics(), generation=1, slow_request_ms=1000.0),)
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for observers in ((), observed):
+                kernel.response_observers = observers
+                await drive(runtime, 2000)
+            for _ in range(rounds):
+                for metered, observers in ((False, ()), (True, observed)):
+                    kernel.response_observers = observers
+                    times[metered].append(await drive(runtime, count))
+        finally:
+            await runtime.stop()
+    return min(times[False]), min(times[True])
+
+
 def over_http(duration: str) -> None:
     need("wrk")
     with scratch("bench-obs-") as tmp:
@@ -130,6 +172,10 @@ def main() -> int:
     print(f"in process ({args.requests} requests x {args.rounds} rounds, best round): bare Starlette {bare * 1e6:.2f} µs/request, "
           f"with the middleware {metered * 1e6:.2f} µs/request -> middleware cost {(metered - bare) * 1e6:.2f} µs/request, "
           f"ratio {bare / metered:.3f} of the baseline throughput")
+    plain, observed = runner(kernel_in_process(args.requests, args.rounds))
+    print(f"in process, the kernel (only its built-in plugin): without the observer {plain * 1e6:.2f} µs/request, "
+          f"with RequestMetrics as a response observer {observed * 1e6:.2f} µs/request -> its cost {(observed - plain) * 1e6:.2f} "
+          f"µs/request, ratio {plain / observed:.3f} of the baseline throughput")
     if not args.no_wrk:
         over_http(args.duration)
     return 0

@@ -282,3 +282,41 @@ async def test_scrapes_share_one_render_within_the_reuse_interval(kernel_harness
     fresh = await scrape(client)
     assert len(renders) == 3
     assert samples(fresh, "http_requests_total") != samples(bodies[0], "http_requests_total")  # the request shows now
+
+
+class Limiter:
+    """A middleware that answers 429 before routing, as the rate limiter does (and at its priority)."""
+
+    @hookimpl
+    def register_middleware(self, kernel):
+        from starlette.responses import JSONResponse
+
+        from botcriptofy import Middleware
+
+        class Refuse:
+            def __init__(self, app):
+                self.app = app
+
+            async def __call__(self, scope, receive, send):
+                if scope["type"] == "http" and scope["path"].startswith("/v1/items/9"):
+                    await JSONResponse({"detail": "slow down"}, status_code=429)(scope, receive, send)
+                    return
+                await self.app(scope, receive, send)
+
+        return [Middleware(Refuse, priority=10)]
+
+
+async def test_answers_given_before_routing_are_counted_and_timed_as_unrouted(kernel_harness):
+    harness = await kernel_harness(plugins={"observability": observability, "items": Items(), "limiter": Limiter()}, settings=FRESH)
+    client = harness.client
+    assert (await client.get("/v1/items/1")).status_code == 200
+    for _ in range(3):
+        assert (await client.get("/v1/items/9")).status_code == 429
+    assert (await client.get("/no/such/path")).status_code == 404
+
+    text = await scrape(client)
+    counts = samples(text, "http_requests_total")
+    assert counts[series("/v1/items/{id}", "GET", "2xx", 1)] == 1
+    assert counts[series("<unrouted>", "GET", "4xx", 1)] == 3  # refused by a middleware: never reached a route
+    assert counts[series("<unmatched>", "GET", "4xx", 1)] == 1  # routed, and no route matched
+    assert samples(text, "http_request_duration_seconds_count")[series("<unrouted>", "GET", "4xx", 1)] == 3

@@ -18,7 +18,7 @@ from ._endpoint import READINESS, metrics
 from ._hooks import HookMetrics, time_hooks
 from ._logging import SETUP, JsonFormatter
 from ._metrics import Collectors
-from ._middleware import RequestMetricsMiddleware
+from ._middleware import RequestMetrics, RequestMetricsMiddleware
 from ._multiprocess import SnapshotWriter, directory
 from ._readiness import Readiness
 from ._settings import LIVE_KEYS, ObservabilitySettings
@@ -30,6 +30,7 @@ __all__ = [
     "TRACING",
     "JsonFormatter",
     "ObservabilitySettings",
+    "RequestMetrics",
     "RequestMetricsMiddleware",
     "Tracing",
     "TracingMiddleware",
@@ -39,6 +40,7 @@ __all__ = [
     "register_commands",
     "register_metrics",
     "register_middleware",
+    "register_response_observers",
     "register_routes",
     "settings_changed",
     "shutdown",
@@ -46,7 +48,6 @@ __all__ = [
 ]
 
 NAME = "observability"
-MIDDLEWARE_PRIORITY = 100
 COLLECTORS: StashKey[Collectors] = StashKey("observability.collectors")
 LOG_OWNER: StashKey[object] = StashKey("observability.log_owner")
 SNAPSHOTS: StashKey[SnapshotWriter] = StashKey("observability.snapshots")
@@ -161,13 +162,16 @@ def register_middleware(kernel: Kernel) -> list[Middleware]:
     collectors.http.prune(kernel.generation - settings.generations_kept + 1)
     if settings.hook_timing:
         time_hooks(kernel.manager, _hook_metrics(kernel), _tracing(kernel))
-    found = [
-        Middleware(RequestMetricsMiddleware, http=collectors.http, generation=kernel.generation,
-                   slow_request_ms=settings.slow_request_ms, priority=MIDDLEWARE_PRIORITY),
-    ]
     if settings.tracing_endpoint:  # without an endpoint tracing is off: no layer that would only pass requests on
-        found.append(Middleware(TracingMiddleware, tracing=_tracing(kernel), priority=TRACING_PRIORITY))
-    return found
+        return [Middleware(TracingMiddleware, tracing=_tracing(kernel), priority=TRACING_PRIORITY)]
+    return []
+
+
+@hookimpl
+def register_response_observers(kernel: Kernel) -> list[Any]:
+    """Request metrics, taken by the kernel's edge after every response (no middleware layer)."""
+    settings = _settings(kernel)
+    return [RequestMetrics(http=_collectors(kernel).http, generation=kernel.generation, slow_request_ms=settings.slow_request_ms)]
 
 
 @hookimpl

@@ -1,9 +1,10 @@
-"""The request-metrics middleware: a pure ASGI middleware, one instance per kernel generation.
+"""Request metrics: a response observer of the kernel's edge, one instance per kernel generation.
 
-Per request it reads the clock twice, takes the status from the kernel's edge (``response_status``;
-it wraps ``send`` only outside a botcriptofy runtime), and after the response
-looks up the series of (matched route, method, status) in a dict of bound ``inc``/``observe``
-methods. Route templates are resolved once per route and generation, never per request.
+The edge reads the clock when a request arrives and when it is over, and calls :class:`RequestMetrics`
+with the status it recorded: no middleware layer for requests to cross. The observer looks up the
+series of (matched route, method, status) in a dict and updates it. Route templates are resolved
+once per route and generation, never per request. :class:`RequestMetricsMiddleware` does the same
+around an app served without the kernel (it wraps ``send`` to read the status).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ._metrics import HttpMetrics, Series
 
 log = logging.getLogger("botcriptofy.observability")
 
-UNMATCHED = "<unmatched>"
+UNMATCHED = "<unmatched>"  # the router found no route
+UNROUTED = "<unrouted>"  # answered before routing: a rate limit, a 503, an idempotent replay
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _CONVERTOR = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*):[a-zA-Z_]+}")
 _MAX_CACHED = 4096
@@ -48,44 +50,27 @@ def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[i
             yield id(route), template_of(prefix + path)
 
 
-class RequestMetricsMiddleware:
-    """Count requests and time them by route template, method, status class and generation."""
+class RequestMetrics:
+    """Count requests and time them by route template, method, status class and generation.
 
-    def __init__(self, app: ASGIApp, *, http: HttpMetrics, generation: int, slow_request_ms: float = 0.0) -> None:
-        self.app = app
+    Called as ``(scope, status, seconds)`` after each response: by the kernel's edge as a response
+    observer (``register_response_observers``, no middleware layer), or by
+    :class:`RequestMetricsMiddleware` around a plain Starlette app. A request answered before any
+    route was chosen (a rate limit's 429, a 503, an idempotent replay) is labelled ``<unrouted>``;
+    one the router found no route for, ``<unmatched>``.
+    """
+
+    def __init__(self, *, http: HttpMetrics, generation: int, slow_request_ms: float = 0.0) -> None:
         self.http = http
         self.generation = generation
         self.slow_seconds = slow_request_ms / 1000.0
         self._series: dict[tuple[int, str, int], Series] = {}
         self._templates: dict[int, str] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 0
-        started = perf_counter()
-        if response_status(scope) is not None:  # behind the kernel's edge, which records the status: send is not wrapped
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self._observe(scope, response_status(scope) or 0, perf_counter() - started)
-            return
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            self._observe(scope, status, perf_counter() - started)
-
-    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
+    def __call__(self, scope: Scope, status: int, elapsed: float) -> None:
         route = scope.get("route")
-        key = (id(route), scope["method"], status)
+        # No route: 1 when the router found none, 0 when none was looked for (never the id of an object).
+        key = (id(route) if route is not None else int("router" in scope), scope["method"], status)
         series = self._series.get(key)
         if series is None:
             series = self._resolve(key, route, scope)
@@ -95,7 +80,7 @@ class RequestMetricsMiddleware:
 
     def _template(self, route: Any, scope: Scope) -> str:
         if route is None:
-            return UNMATCHED
+            return UNMATCHED if "router" in scope else UNROUTED
         if self._templates is None:
             app = scope.get("app")
             self._templates = dict(route_templates(getattr(app, "routes", ())))
@@ -124,3 +109,38 @@ class RequestMetricsMiddleware:
             extra={"method": scope["method"], "path": scope.get("path", ""), "route": template, "status": status or 500,
                    "duration_ms": duration_ms, "generation": self.generation},
         )
+
+
+class RequestMetricsMiddleware:
+    """:class:`RequestMetrics` as a pure ASGI middleware, for an app served without the kernel's edge.
+
+    Behind the edge (which records the status) ``send`` is not wrapped; elsewhere it is, to read the status.
+    """
+
+    def __init__(self, app: ASGIApp, *, http: HttpMetrics, generation: int, slow_request_ms: float = 0.0) -> None:
+        self.app = app
+        self.metrics = RequestMetrics(http=http, generation=generation, slow_request_ms=slow_request_ms)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        started = perf_counter()
+        if response_status(scope) is not None:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.metrics(scope, response_status(scope) or 0, perf_counter() - started)
+            return
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics(scope, status, perf_counter() - started)
