@@ -40,6 +40,16 @@ def count_backend_calls(harness: Any) -> list[list[str]]:
     """Record the check names of every backend call the middleware makes from now on."""
     state = harness.kernel.stash[botcriptofy_ratelimit.STATE]
     calls: list[list[str]] = []
+    if state.backend.name == "memory":  # the middleware calls the in-process store directly
+        store = state.backend.store
+        original_store_hit = store.hit
+
+        def store_hit(checks: Any, params: Any) -> Any:
+            calls.append([check.name for check in checks])
+            return original_store_hit(checks, params)
+
+        store.hit = store_hit
+        return calls
     original = state.backend.hit
 
     async def hit(checks: Any, params: Any) -> Any:

@@ -115,12 +115,22 @@ def _ceil_seconds(us: int) -> int:
     return max(0, -(-us // US))
 
 
+_HEADERS: dict[tuple[int, int, int], list[tuple[bytes, bytes]]] = {}
+
+
 def rate_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"ratelimit-limit", str(outcome.limit).encode()),
-        (b"ratelimit-remaining", str(outcome.remaining).encode()),
-        (b"ratelimit-reset", str(_ceil_seconds(outcome.reset_after)).encode()),
-    ]
+    """The ``RateLimit-*`` headers of ``outcome``; the same (never changed) list for the same three values."""
+    values = (outcome.limit, outcome.remaining, _ceil_seconds(outcome.reset_after))
+    found = _HEADERS.get(values)
+    if found is None:
+        if len(_HEADERS) >= COMPILED_MAX:
+            _HEADERS.clear()
+        found = _HEADERS[values] = [
+            (b"ratelimit-limit", str(values[0]).encode()),
+            (b"ratelimit-remaining", str(values[1]).encode()),
+            (b"ratelimit-reset", str(values[2]).encode()),
+        ]
+    return found
 
 
 def _per_minute(count: int) -> str:
@@ -154,6 +164,8 @@ class RateLimitMiddleware:
         assert kernel is not None
         policy, backend, metrics = state.policy, state.backend, state.metrics
         params = policy.penalty
+        # The in-process store answers at once: called directly, without a coroutine per request.
+        local = backend.store.hit if type(backend) is MemoryBackend else None
         ip = policy.client_ip(scope)
         shown: Outcome | None = None
         subject: Subject | None = None
@@ -178,19 +190,21 @@ class RateLimitMiddleware:
             except ProblemError:
                 actor = None
             if actor is None and flood is not None:
-                verdict = await backend.hit([flood], params)
+                verdict = local([flood], params) if local is not None else await backend.hit([flood], params)
                 shown = verdict.outcomes[0]
                 if not verdict.allowed and policy.enforce:
                     await self._refuse_flood(kernel, state, send, flood, shown, verdict.source, ip, events)
                     return
                 flood = None
                 actor = await _actor(scope)
-            plan = await policy.plan_for(kernel, actor)
+            plan = policy.remembered_plan(actor)
+            if plan is None:
+                plan = await policy.plan_for(kernel, actor)
             subject, checks = state.subject_checks(actor, ip, plan, policy.cost_for(scope["method"], scope["path"]))
             if flood is not None:
                 checks = [flood, *checks]
             if checks:
-                verdict = await backend.hit(checks, params)
+                verdict = local(checks, params) if local is not None else await backend.hit(checks, params)
                 index = choose(verdict.outcomes)
                 outcome = verdict.outcomes[index]
                 if not verdict.allowed and policy.enforce:

@@ -162,6 +162,19 @@ class Policy:
     def plan_named(self, name: str | None) -> PlanSpec:
         return self.plans.get(name or self.default_plan) or self.plans[self.default_plan]
 
+    def remembered_plan(self, actor: Actor | None) -> PlanSpec | None:
+        """:meth:`plan_for` when it needs no await: no tenant, or the tenant's entitlements still remembered; else None."""
+        if actor is None:
+            return self.anonymous
+        tenant = actor.tenant_id
+        if not tenant:
+            return self.plan_named(actor.attributes.get("plan") if actor.attributes else None)
+        cached = self._entitlements.get(tenant)
+        if cached is not None and cached[0] > time.monotonic():
+            spec = cached[1]
+            return spec if spec is not None else self.plan_named(actor.attributes.get("plan") if actor.attributes else None)
+        return None
+
     async def plan_for(self, kernel: Kernel, actor: Actor | None) -> PlanSpec:
         """The caller's plan limits: the billing plugin's entitlements when it knows the tenant, else settings."""
         if actor is None:
