@@ -28,7 +28,7 @@ from ._http import (
     translate,
 )
 from ._stash import StashKey
-from ._types import Middleware
+from ._types import Middleware, ResponseObserver
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -93,22 +93,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         observers = self.kernel.response_observers
-        if not observers:
-            await self._serve(scope, receive, send)
-            return
-        started = perf_counter()
-        try:
-            await self._serve(scope, receive, send)
-        finally:
-            elapsed = perf_counter() - started
-            status = scope.get(STATUS_SCOPE_KEY, 0)
-            for observer in observers:
-                try:
-                    observer(scope, status, elapsed)
-                except Exception:
-                    log.exception("response observer %r failed", observer)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began = perf_counter() if observers else 0.0
         extra = self.tls_headers if scope.get("scheme") == "https" else self.plain_headers
         started = False
         pending: list[tuple[bytes, bytes]] = []  # headers inner middleware asked for (add_response_headers)
@@ -139,6 +124,18 @@ class EdgeMiddleware:
             # The kernel's error handler, so a plugin's render_error applies here as it does to routes.
             response = await handle_error(Request(scope, receive), problem)
             await response(scope, receive, send_with_headers)
+        finally:
+            if observers:
+                self._observe(observers, scope, perf_counter() - began)
+
+    @staticmethod
+    def _observe(observers: tuple[ResponseObserver, ...], scope: Scope, elapsed: float) -> None:
+        status = scope.get(STATUS_SCOPE_KEY, 0)
+        for observer in observers:
+            try:
+                observer(scope, status, elapsed)
+            except Exception:
+                log.exception("response observer %r failed", observer)
 
     def _count_unavailable(self, scope: Scope) -> None:
         counter = self.kernel.stash.get(UNAVAILABLE, None)
