@@ -158,6 +158,50 @@ async def test_a_decision_is_on_record_before_the_action_runs(audited: Any, slow
     assert steps[1]["details"]["reason"] == "ok"
 
 
+@pytest.fixture
+def slow_request_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trail takes half a second to record a request (a busy database): the workflow's first audit lags."""
+    record = Kernel.audit
+
+    async def slow(self: Kernel, action: str, **values: Any) -> None:
+        if action == "approval.requested":
+            await asyncio.sleep(0.5)
+        await record(self, action, **values)
+
+    monkeypatch.setattr(Kernel, "audit", slow)
+
+
+async def test_a_refused_decision_is_on_record_after_the_request_it_refuses(audited: Any, slow_request_record: None) -> None:
+    kernel = audited.kernel
+    approval = await ask(kernel)
+    with pytest.raises(ProblemError) as refused:
+        await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:read", name="bia"))
+    assert refused.value.status == 403
+    await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:approve"))
+    await kernel.workflows().wait(f"approval.{approval.id}")
+    assert [(s["action"], s["actor_id"], s["outcome"]) for s in await trail(kernel, approval.id)] == [
+        ("approval.requested", "agent:finance", "success"),
+        ("approval.decision_refused", "user:bia", "denied"),
+        ("approval.approved", "user:ana", "success"),
+        ("approval.action_executed", "service:workflows", "success"),
+    ]
+
+
+async def test_a_decision_refused_after_the_workflow_ended_is_recorded_once(audited: Any) -> None:
+    kernel = audited.kernel
+    approval = await ask(kernel)
+    await kernel.decide_approval(approval.id, approve=False, actor=staff("finance:approve"))
+    await kernel.workflows().wait(f"approval.{approval.id}")
+    with pytest.raises(ProblemError) as refused:
+        await kernel.decide_approval(approval.id, approve=True, actor=staff("finance:read", name="bia"))
+    assert refused.value.status == 403
+    assert [s["action"] for s in await trail(kernel, approval.id)] == [
+        "approval.requested",
+        "approval.rejected",
+        "approval.decision_refused",
+    ]
+
+
 @pytest.mark.parametrize("decision", ["approved", "rejected"])
 async def test_approvals_in_flight_across_the_upgrade_replay_unchanged(decision: str) -> None:
     """Histories written by 0.1.1 (which audited from the API process) still replay: the change is patched."""

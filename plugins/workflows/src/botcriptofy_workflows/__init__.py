@@ -10,7 +10,7 @@ from ._plugin import WorkflowsPlugin
 from ._report import DELIVER_ACTIVITY, REPORT_WORKFLOW
 from ._settings import WorkflowsSettings
 
-__version__ = "0.1.2"
+__version__ = "0.1.3"
 
 plugin = WorkflowsPlugin()
 

@@ -9,13 +9,14 @@ activity, in its own order: the decision is on record before the action runs, wh
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
 
 PROBLEM = "https://botcriptofy.dev/problems/approval"
+REFUSAL_WAIT = 5.0  # seconds a refused decision waits for its workflow to take it before this process records it
 
 
 class ApprovalOutcome(Event):
@@ -180,14 +182,15 @@ class TemporalApprovals:
         if current is None:
             raise ProblemError(404, "Unknown approval", f"There is no approval request '{approval_id}'.", type=PROBLEM)
         if not actor.can(current.permission):
-            await audit_step(
-                self.engine.kernel.current(),
-                current,
-                "approval.decision_refused",
-                actor_id=actor.id,
-                actor_kind=actor.kind,
-                outcome="denied",
-            )
+            if not await self._refusal_recorded_by_workflow(approval_id, actor):
+                await audit_step(
+                    self.engine.kernel.current(),
+                    current,
+                    "approval.decision_refused",
+                    actor_id=actor.id,
+                    actor_kind=actor.kind,
+                    outcome="denied",
+                )
             raise ProblemError(
                 403,
                 "Forbidden",
@@ -211,6 +214,23 @@ class TemporalApprovals:
                 self.engine.kernel.current(), result, f"approval.{result.status}", actor_id=actor.id, actor_kind=actor.kind, reason=reason
             )
         return result
+
+    async def _refusal_recorded_by_workflow(self, approval_id: str, actor: Actor) -> bool:
+        """Hand a refused decision to the workflow, which records it after the request (its trail, its order).
+
+        True once the workflow has accepted it; False when this process must record it itself: the
+        workflow is over, was started by 0.1.1 (which left the trail to this process), or did not accept
+        it within ``REFUSAL_WAIT`` seconds (its worker is down; the entry may then come twice, but is never missing).
+        """
+        handle = self.engine.client.get_workflow_handle(workflow_id(approval_id))
+        try:
+            async with asyncio.timeout(REFUSAL_WAIT):
+                await handle.start_update(
+                    "refuse", {"actor": actor.id, "actor_kind": actor.kind}, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+                )
+        except (TimeoutError, WorkflowUpdateFailedError, RPCError):
+            return False
+        return True
 
     @staticmethod
     def _conflict(approval: ApprovalRequest) -> ProblemError:

@@ -158,16 +158,19 @@ class ApprovalWorkflow:
     def __init__(self, request: dict[str, Any]) -> None:
         self.state: dict[str, Any] = dict(request["approval"])
         self.decider_kind: str | None = None
+        self.audits: bool | None = None  # whether this workflow writes the trail (None until run() has asked)
+        self.requested_on_record = False
 
     @workflow.run
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         quick = timedelta(seconds=30)
         presenting = RetryPolicy(maximum_attempts=5)
         # The trail is written from here, in the workflow's order: no step can be recorded before the one it follows.
-        audits = workflow.patched(AUDIT_IN_WORKFLOW)
+        audits = self.audits = workflow.patched(AUDIT_IN_WORKFLOW)
         if audits:
             details = {"expires_at": self.state["expires_at"], "destructive": self.state.get("destructive", False)}
             await self._audit("approval.requested", self.state["requester"], request.get("requester_kind"), details)
+            self.requested_on_record = True
         await workflow.execute_activity(PRESENT_ACTIVITY, self.state, start_to_close_timeout=quick, retry_policy=presenting)
         expires_at = datetime.fromisoformat(self.state["expires_at"])
         remaining = max((expires_at - workflow.now()).total_seconds(), 0.001)
@@ -194,6 +197,7 @@ class ApprovalWorkflow:
                 error = str(cause.message if isinstance(cause, ApplicationError) else failure)
         outcome = {"approval": self.state, "result": result, "error": error}
         await workflow.execute_activity(OUTCOME_ACTIVITY, outcome, start_to_close_timeout=quick, retry_policy=presenting)
+        await workflow.wait_condition(workflow.all_handlers_finished)  # a refusal still being recorded is not cut short
         return outcome
 
     async def _audit(self, step: str, actor_id: str, actor_kind: str | None, details: dict[str, Any]) -> None:
@@ -221,6 +225,17 @@ class ApprovalWorkflow:
     def _decide_only_once(self, decision: dict[str, Any]) -> None:
         if self.state.get("status") != "pending":
             raise ApplicationError(f"the request is already {self.state.get('status', 'starting')}", type="Conflict", non_retryable=True)
+
+    @workflow.update
+    async def refuse(self, attempt: dict[str, Any]) -> None:
+        """Record a decision refused for want of the permission, after the request it refuses is on record."""
+        await workflow.wait_condition(lambda: self.requested_on_record)
+        await self._audit("approval.decision_refused", attempt["actor"], attempt.get("actor_kind"), {"outcome": "denied"})
+
+    @refuse.validator
+    def _refuse_in_order(self, attempt: dict[str, Any]) -> None:
+        if self.audits is False:  # started by 0.1.1: the API process writes this request's trail
+            raise ApplicationError("this request's trail is written by the API process", type="NotAudited", non_retryable=True)
 
     @workflow.query
     def current(self) -> dict[str, Any]:
