@@ -177,28 +177,22 @@ class Policy:
 
     async def plan_for(self, kernel: Kernel, actor: Actor | None) -> PlanSpec:
         """The caller's plan limits: the billing plugin's entitlements when it knows the tenant, else settings."""
-        if actor is None:
-            return self.anonymous
-        attributed = actor.attributes.get("plan") if actor.attributes else None
-        if not actor.tenant_id:
-            return self.plan_named(attributed)
+        remembered = self.remembered_plan(actor)
+        if remembered is not None:
+            return remembered
+        assert actor is not None and actor.tenant_id  # remembered_plan answers for the others
         tenant = actor.tenant_id
-        now = time.monotonic()
-        cached = self._entitlements.get(tenant)
-        if cached is not None and cached[0] > now:
-            spec = cached[1]
-        else:
-            try:
-                found = await kernel.entitlements(tenant)
-            except Exception:
-                log.exception("entitlements_for failed for tenant %s; using the plan from settings", tenant)
-                found = None
-            spec = self.from_entitlements(found) if found is not None else None
-            if self.entitlements_ttl > 0:
-                if len(self._entitlements) > 50_000:
-                    self._entitlements.clear()
-                self._entitlements[tenant] = (now + self.entitlements_ttl, spec)
-        return spec if spec is not None else self.plan_named(attributed)
+        try:
+            found = await kernel.entitlements(tenant)
+        except Exception:
+            log.exception("entitlements_for failed for tenant %s; using the plan from settings", tenant)
+            found = None
+        spec = self.from_entitlements(found) if found is not None else None
+        if self.entitlements_ttl > 0:
+            if len(self._entitlements) > 50_000:
+                self._entitlements.clear()
+            self._entitlements[tenant] = (time.monotonic() + self.entitlements_ttl, spec)
+        return spec if spec is not None else self.plan_named(actor.attributes.get("plan") if actor.attributes else None)
 
     def from_entitlements(self, entitlements: Entitlements) -> PlanSpec:
         base = self.plan_named(entitlements.plan)
